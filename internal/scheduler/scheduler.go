@@ -1,0 +1,143 @@
+// Package scheduler runs rotatord's jobs on cron schedules: one entry per
+// policy from its schedule, a periodic retire sweep and the report digest.
+// It wraps robfig/cron/v3 with jitter, panic recovery and a Stop that waits
+// for jobs in flight up to a deadline.
+//
+// Single-flight per policy is not the scheduler's business: the rotation
+// engine's lock, shared with SIGUSR1 and the control socket, gives it.
+package scheduler
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/robfig/cron/v3"
+)
+
+// Parser is the cron dialect of the config: five fields plus descriptors
+// (@daily, @every 6h). It matches policy's validation.
+var Parser = cron.NewParser(cron.Minute | cron.Hour | cron.Dom | cron.Month | cron.Dow | cron.Descriptor)
+
+// Job is the work of one entry. ctx ends when the scheduler stops.
+type Job func(ctx context.Context)
+
+// Options tune a Scheduler.
+type Options struct {
+	Logger *slog.Logger
+	// Jitter delays each run by a random duration in [0, Jitter), so that
+	// many policies on one schedule do not hit a provider in the same second.
+	Jitter   time.Duration
+	Location *time.Location // default UTC
+}
+
+// Scheduler is a set of named cron entries.
+type Scheduler struct {
+	c       *cron.Cron
+	log     *slog.Logger
+	jitter  time.Duration
+	ctx     context.Context
+	cancel  context.CancelFunc
+	mu      sync.Mutex
+	entries map[string]cron.EntryID
+	running sync.WaitGroup
+}
+
+// New returns a stopped scheduler.
+func New(opts Options) *Scheduler {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Location == nil {
+		opts.Location = time.UTC
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Scheduler{
+		c:       cron.New(cron.WithParser(Parser), cron.WithLocation(opts.Location)),
+		log:     opts.Logger,
+		jitter:  opts.Jitter,
+		ctx:     ctx,
+		cancel:  cancel,
+		entries: make(map[string]cron.EntryID),
+	}
+}
+
+// Add schedules job under name on spec.
+func (s *Scheduler) Add(name, spec string, job Job) error {
+	sched, err := Parser.Parse(spec)
+	if err != nil {
+		return fmt.Errorf("entry %q: invalid cron spec %q: %w", name, spec, err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, dup := s.entries[name]; dup {
+		return fmt.Errorf("entry %q: already scheduled", name)
+	}
+	s.entries[name] = s.c.Schedule(sched, cron.FuncJob(func() { s.run(name, job) }))
+	return nil
+}
+
+// run executes one firing: jitter, panic recovery, bookkeeping for Stop.
+func (s *Scheduler) run(name string, job Job) {
+	if s.ctx.Err() != nil {
+		return
+	}
+	s.running.Add(1)
+	defer s.running.Done()
+	defer func() {
+		if r := recover(); r != nil {
+			s.log.Error("scheduled job panicked", "entry", name, "panic", fmt.Sprint(r))
+		}
+	}()
+	if s.jitter > 0 {
+		t := time.NewTimer(rand.N(s.jitter))
+		select {
+		case <-t.C:
+		case <-s.ctx.Done():
+			t.Stop()
+			return
+		}
+	}
+	job(s.ctx)
+}
+
+// Next returns the next run time of name, or zero.
+func (s *Scheduler) Next(name string) time.Time {
+	s.mu.Lock()
+	id, ok := s.entries[name]
+	s.mu.Unlock()
+	if !ok {
+		return time.Time{}
+	}
+	return s.c.Entry(id).Next
+}
+
+// Len returns the number of entries.
+func (s *Scheduler) Len() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.entries)
+}
+
+// Start begins firing entries.
+func (s *Scheduler) Start() { s.c.Start() }
+
+// Stop stops firing new runs and waits for runs in flight until ctx ends;
+// then it cancels their context and returns ctx's error.
+func (s *Scheduler) Stop(ctx context.Context) error {
+	s.c.Stop()
+	done := make(chan struct{})
+	go func() { s.running.Wait(); close(done) }()
+	select {
+	case <-done:
+		s.cancel()
+		return nil
+	case <-ctx.Done():
+		s.cancel()
+		<-done
+		return ctx.Err()
+	}
+}
