@@ -89,7 +89,7 @@ func Generate(spec Spec, comment string) (*Key, error) {
 	}
 	block, err := ssh.MarshalPrivateKey(priv, comment)
 	if err != nil {
-		// Not expected for the three types above; the message comes from
+		// Not expected for the three types generate makes; the message comes from
 		// x/crypto's marshaller, which never quotes key bytes.
 		return nil, fmt.Errorf("encode %s private key: %w", spec.Type, err)
 	}
