@@ -41,25 +41,25 @@ const (
 // Event is one thing that happened and that people should hear about. It
 // describes keys by name, ID and fingerprint only: it never carries key
 // material, and Blocks redacts anything PEM-shaped that slips into the free
-// text fields anyway.
+// text fields anyway. The JSON tags are its stable form in the outbox.
 type Event struct {
-	Kind      string // one of the Kind constants
-	Policy    string
-	Provider  string
-	ProjectID int64  // Gcore project; 0 when not applicable
-	Channel   string // "" means Config.DefaultChannel
+	Kind      string `json:"kind"` // one of the Kind constants
+	Policy    string `json:"policy,omitempty"`
+	Provider  string `json:"provider,omitempty"`
+	ProjectID int64  `json:"project_id,omitempty"` // Gcore project; 0 when not applicable
+	Channel   string `json:"channel,omitempty"`    // "" means Config.DefaultChannel
 
-	KeyName        string // the new (or affected) key's name on the provider
-	KeyID          string // the new (or affected) key's provider ID
-	OldKeyID       string // the superseded key's provider ID
-	OldFingerprint string
-	NewFingerprint string
-	VaultPath      string
+	KeyName        string `json:"key_name,omitempty"` // the new (or affected) key's name on the provider
+	KeyID          string `json:"key_id,omitempty"`   // the new (or affected) key's provider ID
+	OldKeyID       string `json:"old_key_id,omitempty"`
+	OldFingerprint string `json:"old_fingerprint,omitempty"`
+	NewFingerprint string `json:"new_fingerprint,omitempty"`
+	VaultPath      string `json:"vault_path,omitempty"`
 
-	GraceDeadline time.Time // when the superseded key will be deleted
-	Error         string    // what went wrong, for failed, failing, reload_failed
-	Detail        string    // free text: a report digest, a reconcile finding
-	Time          time.Time // when it happened
+	GraceDeadline time.Time `json:"grace_deadline,omitzero"` // when the superseded key will be deleted
+	Error         string    `json:"error,omitempty"`         // what went wrong, for failed, failing, reload_failed
+	Detail        string    `json:"detail,omitempty"`        // free text: a report digest, a reconcile finding
+	Time          time.Time `json:"time,omitzero"`           // when it happened
 }
 
 // Config configures the Slack notifier. Exactly one of Token and WebhookURL
