@@ -1,0 +1,227 @@
+package vault
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/hashicorp/vault/api"
+)
+
+// NoCAS, passed as Put's cas, writes whatever version is current.
+const NoCAS = -1
+
+// Put writes data as a new version of path (relative to the mount, e.g.
+// "ssh/sesterce/gpu-team") and returns that version. cas < 0 (NoCAS) writes
+// unconditionally; cas == 0 only if nothing exists at path; cas == n only if
+// the current version is n. A failed condition returns an error wrapping
+// ErrCASMismatch.
+func (s *Store) Put(ctx context.Context, path string, data map[string]string, cas int) (int, error) {
+	full, err := s.fullPath("write", path)
+	if err != nil {
+		return 0, err
+	}
+	values := make(map[string]any, len(data))
+	scrub := make([]string, 0, len(data))
+	for k, v := range data {
+		values[k] = v
+		scrub = append(scrub, v)
+	}
+	var opts []api.KVOption
+	if cas >= 0 {
+		opts = append(opts, api.WithCheckAndSet(cas))
+	}
+	kvs, err := s.kv.Put(ctx, path, values, opts...)
+	if err != nil {
+		e := classify(ctx, "write", full, err, s.secrets(scrub...))
+		if errors.Is(err, api.ErrSecretNotFound) {
+			// A write that answers nothing is a KV v1 engine taking
+			// "data/..." as a plain key.
+			e.Kind, e.Detail = ErrMount, "the write returned no version; is the mount KV v1?"
+		}
+		return 0, e
+	}
+	if kvs == nil || kvs.VersionMetadata == nil {
+		return 0, &Error{Op: "write", Path: full, Kind: ErrMount, Detail: "the write returned no version; is the mount KV v1?"}
+	}
+	v := kvs.VersionMetadata.Version
+	s.log.Debug("vault: wrote secret", "path", full, "version", v)
+	return v, nil
+}
+
+// Get reads the latest version of path. It returns an error wrapping
+// ErrNotFound when nothing is there or the latest version is deleted or
+// destroyed.
+func (s *Store) Get(ctx context.Context, path string) (map[string]string, int, error) {
+	full, err := s.fullPath("read", path)
+	if err != nil {
+		return nil, 0, err
+	}
+	kvs, err := s.kv.Get(ctx, path)
+	if err != nil {
+		return nil, 0, classify(ctx, "read", full, err, s.secrets())
+	}
+	data, err := s.decode("read", full, kvs)
+	if err != nil {
+		return nil, 0, err
+	}
+	return data, kvs.VersionMetadata.Version, nil
+}
+
+// GetVersion reads one version of path, e.g. the previous key during its
+// grace period. It returns an error wrapping ErrNotFound when that version
+// does not exist or is deleted or destroyed.
+func (s *Store) GetVersion(ctx context.Context, path string, version int) (map[string]string, error) {
+	op := fmt.Sprintf("read version %d of", version)
+	full, err := s.fullPath(op, path)
+	if err != nil {
+		return nil, err
+	}
+	if version <= 0 {
+		return nil, &Error{Op: op, Path: full, Detail: "versions start at 1"}
+	}
+	kvs, err := s.kv.GetVersion(ctx, path, version)
+	if err != nil {
+		return nil, classify(ctx, op, full, err, s.secrets())
+	}
+	return s.decode(op, full, kvs)
+}
+
+// Versions returns the current version of path, counting a deleted latest
+// version, or 0 when nothing was ever written there (or Delete removed it).
+// Its result is the cas that makes the next Put succeed only if nobody else
+// writes in between.
+func (s *Store) Versions(ctx context.Context, path string) (int, error) {
+	full, err := s.fullPath("read metadata of", path)
+	if err != nil {
+		return 0, err
+	}
+	md, err := s.kv.GetMetadata(ctx, path)
+	if errors.Is(err, api.ErrSecretNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, classify(ctx, "read metadata of", full, err, s.secrets())
+	}
+	return md.CurrentVersion, nil
+}
+
+// Delete removes every version of path and its metadata, so that no
+// private key lingers, e.g. at <vault_path>/pending once it is promoted.
+// Deleting a path that does not exist succeeds.
+func (s *Store) Delete(ctx context.Context, path string) error {
+	full, err := s.fullPath("delete", path)
+	if err != nil {
+		return err
+	}
+	if err := s.kv.DeleteMetadata(ctx, path); err != nil {
+		e := classify(ctx, "delete", full, err, s.secrets())
+		if errors.Is(e, ErrNotFound) {
+			return nil
+		}
+		return e
+	}
+	s.log.Debug("vault: deleted secret", "path", full)
+	return nil
+}
+
+// Check tells whether Vault is usable: unsealed (else ErrSealed), reachable
+// (else ErrUnreachable), the token valid (else ErrPermissionDenied), and the
+// mount a KV v2 engine (else ErrMount).
+//
+// The mount is checked through sys/internal/ui/mounts/<mount>, the endpoint
+// the vault CLI uses for the same purpose: Vault answers it for any token
+// whose policies grant something under the mount, so the least-privilege
+// policy of examples/vault-policy.hcl suffices, with no access to
+// sys/mounts. Vault answers 403 both for a missing mount and for a mount the
+// token may not touch; Check reports that as ErrMount too, since either way
+// the configuration does not fit. Should Vault refuse even that endpoint,
+// the first write of a KV v1 or missing mount reports ErrMount instead.
+func (s *Store) Check(ctx context.Context) error {
+	health, err := s.client.Sys().HealthWithContext(ctx)
+	if err != nil {
+		return classify(ctx, "check", s.client.Address(), err, s.secrets())
+	}
+	if health.Sealed {
+		return &Error{Op: "check", Path: s.client.Address(), Kind: ErrSealed}
+	}
+	if !health.Initialized {
+		return &Error{Op: "check", Path: s.client.Address(), Kind: ErrSealed, Detail: "vault is not initialized"}
+	}
+
+	if _, err := s.client.Auth().Token().LookupSelfWithContext(ctx); err != nil {
+		e := classify(ctx, "check token at", s.client.Address(), err, s.secrets())
+		if errors.Is(e, ErrPermissionDenied) {
+			e.Detail = "token invalid or expired"
+		}
+		return e
+	}
+
+	sec, err := s.client.Logical().ReadWithContext(ctx, "sys/internal/ui/mounts/"+s.mount)
+	if err != nil {
+		e := classify(ctx, "check mount", s.mount, err, s.secrets())
+		if errors.Is(e, ErrPermissionDenied) {
+			e.Kind = ErrMount
+			e.Detail = "no such mount, or the token's policies grant nothing under it"
+		}
+		return e
+	}
+	if sec == nil || sec.Data == nil {
+		return &Error{Op: "check mount", Path: s.mount, Kind: ErrMount, Detail: "no such mount"}
+	}
+	typ, _ := sec.Data["type"].(string)
+	var version string
+	if opts, ok := sec.Data["options"].(map[string]any); ok {
+		version, _ = opts["version"].(string)
+	}
+	if typ != "kv" || version != "2" {
+		return &Error{Op: "check mount", Path: s.mount, Kind: ErrMount,
+			Detail: fmt.Sprintf("engine is %q version %q, want \"kv\" version \"2\"", typ, version)}
+	}
+	return nil
+}
+
+// fullPath validates a path relative to the mount and returns it prefixed
+// with the mount, as errors and logs show it.
+func (s *Store) fullPath(op, path string) (string, error) {
+	full := s.mount + "/" + path
+	if path == "" || strings.HasPrefix(path, "/") || strings.HasSuffix(path, "/") {
+		return "", &Error{Op: op, Path: full, Detail: "path must be relative to the mount, without leading or trailing slash"}
+	}
+	for _, seg := range strings.Split(path, "/") {
+		if seg == "" || seg == "." || seg == ".." {
+			return "", &Error{Op: op, Path: full, Detail: "path has an empty, \".\" or \"..\" segment"}
+		}
+	}
+	return full, nil
+}
+
+// decode turns a KV v2 answer into string data, treating a deleted or
+// destroyed version as absent.
+func (s *Store) decode(op, full string, kvs *api.KVSecret) (map[string]string, error) {
+	if kvs == nil || kvs.VersionMetadata == nil {
+		return nil, &Error{Op: op, Path: full, Kind: ErrMount, Detail: "answer without version metadata; is the mount KV v1?"}
+	}
+	if kvs.Data == nil || kvs.VersionMetadata.Destroyed || !kvs.VersionMetadata.DeletionTime.IsZero() {
+		return nil, &Error{Op: op, Path: full, Kind: ErrNotFound,
+			Detail: fmt.Sprintf("version %d is deleted", kvs.VersionMetadata.Version)}
+	}
+	data := make(map[string]string, len(kvs.Data))
+	var bad []string
+	for k, v := range kvs.Data {
+		str, ok := v.(string)
+		if !ok {
+			bad = append(bad, k)
+			continue
+		}
+		data[k] = str
+	}
+	if len(bad) > 0 {
+		sort.Strings(bad)
+		// Name the fields, never their values.
+		return nil, &Error{Op: op, Path: full, Detail: "fields are not strings: " + strings.Join(bad, ", ")}
+	}
+	return data, nil
+}
