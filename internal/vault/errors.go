@@ -3,6 +3,7 @@ package vault
 import (
 	"context"
 	"errors"
+	"io/fs"
 	"net"
 	"net/http"
 	"net/url"
@@ -17,8 +18,10 @@ import (
 // them, plus the context error when the caller's context ended.
 var (
 	// ErrNotFound: nothing at the path, or its latest (or asked-for)
-	// version is deleted or destroyed.
-	ErrNotFound = errors.New("not found")
+	// version is deleted or destroyed. It also matches fs.ErrNotExist, so
+	// callers that declare their own KeyStore interface (the rotation
+	// engine) can branch on it without importing this package.
+	ErrNotFound error = notFoundError{}
 	// ErrSealed: Vault is sealed; an operator must unseal it.
 	ErrSealed = errors.New("vault is sealed")
 	// ErrUnreachable: no answer from Vault (connection refused, timeout,
@@ -34,6 +37,13 @@ var (
 	// ErrMount: the configured mount does not exist or is not KV v2.
 	ErrMount = errors.New("not a KV v2 mount")
 )
+
+type notFoundError struct{}
+
+func (notFoundError) Error() string { return "not found" }
+
+// Is makes errors.Is(ErrNotFound, fs.ErrNotExist) true.
+func (notFoundError) Is(target error) bool { return target == fs.ErrNotExist }
 
 // maxDetail caps the text kept from Vault's answer: a proxy in front of
 // Vault may answer with a whole HTML page.
