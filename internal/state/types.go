@@ -95,6 +95,10 @@ const (
 	// but not the result of a completed rotation (e.g. an upload whose
 	// rotation failed); the retire sweep deletes it.
 	KeyOrphaned KeyStatus = "orphaned"
+	// KeyPending: uploaded by a rotation that has not finished; it becomes
+	// active when the rotation is done. Recording it at upload keeps the
+	// reconciler from taking the in-flight key for an orphan.
+	KeyPending KeyStatus = "pending"
 	// KeySuperseded: replaced, with no deletion scheduled by rotatord.
 	KeySuperseded KeyStatus = "superseded"
 )

@@ -1,0 +1,411 @@
+// Package rotate is rotatord's rotation engine: the journaled saga of
+// DESIGN.md §2 (plan, generate, store pending, upload, activate, promote,
+// retire, notify), its resumption after a crash, reconciliation with the
+// provider, and the retire sweep.
+//
+// Every step is committed to the journal before the next side effect, under
+// a stable rotation ID, so a process killed at any instant resumes forward
+// on restart. The engine talks to the outside world only through the small
+// interfaces it declares (KeyStore, Journal) and cloud.Provider.
+package rotate
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/rotatord/rotatord/internal/cloud"
+	"github.com/rotatord/rotatord/internal/keygen"
+	"github.com/rotatord/rotatord/internal/state"
+	"github.com/rotatord/rotatord/policy"
+)
+
+// Errors to branch on.
+var (
+	// ErrBusy: another run of the policy is in flight.
+	ErrBusy = errors.New("rotation already in flight")
+	// ErrUnknownProvider: the policy names a provider the engine was not given.
+	ErrUnknownProvider = errors.New("unknown provider")
+	// ErrPendingLost: the private key of an in-flight rotation is no longer
+	// in Vault, so the rotation cannot be completed.
+	ErrPendingLost = errors.New("pending private key missing from the key store")
+)
+
+// Triggers recorded in the journal and the audit log.
+const (
+	TriggerSchedule = "schedule"
+	TriggerSignal   = "signal"
+	TriggerSocket   = "socket"
+	TriggerCLI      = "cli"
+	TriggerResume   = "resume"
+)
+
+// Config wires an Engine. Journal, Keys and Providers are required.
+type Config struct {
+	Journal   Journal
+	Keys      KeyStore
+	Providers map[string]cloud.Provider // by provider name
+	Locks     *Locks                    // shared across reloads; default a fresh set
+	Logger    *slog.Logger
+	Now       func() time.Time
+	// Generate makes a key pair; default keygen.Generate.
+	Generate func(spec keygen.Spec, comment string) (*keygen.Key, error)
+	// Kick is called after events were queued, to wake the notifier.
+	Kick func()
+	// Concurrency bounds the rotations in flight per provider (default 8).
+	Concurrency int
+	// BackoffBase and BackoffMax shape the wait after consecutive failures
+	// (default 1m doubling up to 1h). Forced runs ignore the backoff.
+	BackoffBase, BackoffMax time.Duration
+	// Hook, when set, is called at named points of the saga ("before:upload",
+	// "after:upload", ...). The crash tests use it to SIGKILL the process at
+	// an exact step boundary; it is nil in production.
+	Hook func(point string)
+}
+
+// Engine runs rotations. It is safe for concurrent use; runs of one policy
+// are serialized by Locks.
+type Engine struct {
+	cfg  Config
+	log  *slog.Logger
+	sems map[string]chan struct{}
+	mu   sync.Mutex
+}
+
+// New returns an engine.
+func New(cfg Config) *Engine {
+	if cfg.Locks == nil {
+		cfg.Locks = NewLocks()
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Generate == nil {
+		cfg.Generate = keygen.Generate
+	}
+	if cfg.Kick == nil {
+		cfg.Kick = func() {}
+	}
+	if cfg.Concurrency <= 0 {
+		cfg.Concurrency = 8
+	}
+	if cfg.Hook == nil {
+		cfg.Hook = func(string) {}
+	}
+	return &Engine{cfg: cfg, log: cfg.Logger, sems: make(map[string]chan struct{})}
+}
+
+// Locks returns the engine's policy locks.
+func (e *Engine) Locks() *Locks { return e.cfg.Locks }
+
+// Options say how a run was asked for.
+type Options struct {
+	// Force rotates even when the key is fresh (SIGUSR1, socket, CLI).
+	Force bool
+	// Emergency deletes the replaced key as soon as the new one is active and
+	// stored (grace period zero). Implies Force.
+	Emergency bool
+	// Wait blocks until the policy's lock is free instead of returning ErrBusy.
+	Wait bool
+	// Trigger names who asked (TriggerSchedule, TriggerSignal, ...).
+	Trigger string
+}
+
+// Result says what one run of a policy did.
+type Result struct {
+	Policy      string
+	Rotated     bool
+	Resumed     int // unfinished rotations completed first
+	RotationID  string
+	KeyID       string
+	KeyName     string
+	Fingerprint string
+	Deleted     []string // key IDs deleted by the retire sweep
+	Reason      string
+	Err         error
+}
+
+func (e *Engine) provider(p policy.Policy) (cloud.Provider, error) {
+	prov, ok := e.cfg.Providers[p.Provider]
+	if !ok {
+		return nil, fmt.Errorf("policy %q: %w %q", p.Name, ErrUnknownProvider, p.Provider)
+	}
+	return prov, nil
+}
+
+// sem bounds concurrent rotations per provider.
+func (e *Engine) sem(provider string) chan struct{} {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	s, ok := e.sems[provider]
+	if !ok {
+		s = make(chan struct{}, e.cfg.Concurrency)
+		e.sems[provider] = s
+	}
+	return s
+}
+
+// RunAll evaluates every policy concurrently (bounded per provider) and
+// returns one result per policy, in the order given.
+func (e *Engine) RunAll(ctx context.Context, policies []policy.Policy, opts Options) []Result {
+	results := make([]Result, len(policies))
+	var wg sync.WaitGroup
+	for i, p := range policies {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sem := e.sem(p.Provider)
+			select {
+			case sem <- struct{}{}:
+			case <-ctx.Done():
+				results[i] = Result{Policy: p.Name, Err: ctx.Err()}
+				return
+			}
+			defer func() { <-sem }()
+			res, err := e.Run(ctx, p, opts)
+			res.Err = err
+			results[i] = res
+		}()
+	}
+	wg.Wait()
+	return results
+}
+
+// Run evaluates one policy: it resumes any unfinished rotation, reconciles
+// state with the provider, rotates when due (or forced), and deletes retired
+// keys whose grace period has passed.
+func (e *Engine) Run(ctx context.Context, p policy.Policy, opts Options) (res Result, err error) {
+	res.Policy = p.Name
+	if opts.Emergency {
+		opts.Force = true
+	}
+	var unlock func()
+	if opts.Wait {
+		if unlock, err = e.cfg.Locks.Lock(ctx, p.Name); err != nil {
+			return res, err
+		}
+	} else {
+		var ok bool
+		if unlock, ok = e.cfg.Locks.TryLock(p.Name); !ok {
+			return res, fmt.Errorf("policy %q: %w", p.Name, ErrBusy)
+		}
+	}
+	defer unlock()
+	log := e.log.With("policy", p.Name, "provider", p.Provider)
+
+	prov, err := e.provider(p)
+	if err != nil {
+		return res, err
+	}
+	defer func() {
+		if recErr := e.recordOutcome(p, opts, &res, err); recErr != nil {
+			err = errors.Join(err, recErr)
+		}
+	}()
+
+	resumed, err := e.resume(ctx, p, prov, opts)
+	res.Resumed = resumed.count
+	if resumed.last != nil {
+		res.fill(resumed.last)
+	}
+	if err != nil {
+		return res, err
+	}
+
+	obs, err := e.observe(ctx, p, prov, opts.Force && resumed.count == 0)
+	if err != nil {
+		return res, err
+	}
+	d := Decide(obs)
+	res.Reason = d.Reason
+	if err := e.reconcile(p, d); err != nil {
+		return res, err
+	}
+	if d.Rotate {
+		log.Info("rotating", "reason", d.Reason, "trigger", opts.Trigger)
+		r, err := e.rotate(ctx, p, prov, d, opts)
+		if r != nil {
+			res.fill(r)
+		}
+		if err != nil {
+			return res, err
+		}
+		// Re-observe: an emergency rotation's old key is due right now.
+		if obs, err = e.observe(ctx, p, prov, false); err != nil {
+			return res, err
+		}
+		d = Decide(obs)
+	}
+	deleted, err := e.retire(ctx, p, prov, obs.ProviderKeys, d)
+	res.Deleted = deleted
+	if err != nil {
+		return res, err
+	}
+	return res, e.checkOverdue(p, d)
+}
+
+func (res *Result) fill(r *state.Rotation) {
+	res.Rotated = r.Step == state.StepDone
+	res.RotationID = r.ID
+	res.KeyID = r.KeyID
+	res.KeyName = r.KeyName
+	res.Fingerprint = r.Fingerprint
+}
+
+// observe lists the provider and reads the policy's records.
+func (e *Engine) observe(ctx context.Context, p policy.Policy, prov cloud.Provider, force bool) (Observation, error) {
+	keys, err := prov.List(ctx, p.ProjectID)
+	if err != nil {
+		return Observation{}, fmt.Errorf("list keys: %w", err)
+	}
+	obs := Observation{Now: e.cfg.Now(), Policy: p, ProviderKeys: keys, Force: force}
+	err = e.cfg.Journal.View(func(tx *state.Tx) error {
+		var err error
+		if obs.Records, err = tx.Keys(p.Name); err != nil {
+			return err
+		}
+		obs.Status, err = tx.PolicyStatus(p.Name)
+		return err
+	})
+	if err != nil {
+		return Observation{}, fmt.Errorf("read state: %w", err)
+	}
+	return obs, nil
+}
+
+// reconcile records what happened out of band: keys deleted behind our
+// back, and orphans left by a crash (scheduled for deletion after grace).
+func (e *Engine) reconcile(p policy.Policy, d Decision) error {
+	if len(d.Missing) == 0 && len(d.Orphans) == 0 {
+		return nil
+	}
+	now := e.cfg.Now()
+	queued := false
+	err := e.cfg.Journal.Update(func(tx *state.Tx) error {
+		queued = false
+		for _, r := range d.Missing {
+			wasActive := r.Status == state.KeyActive
+			r.Status = state.KeyDeleted
+			r.DeletedAt = now
+			if err := tx.PutKey(r); err != nil {
+				return err
+			}
+			detail := "key no longer on the provider (deleted or changed out of band)"
+			if err := e.audit(tx, p, "key_missing", r.KeyID, r.Name, r.Fingerprint, r.RotationID, TriggerSchedule, detail); err != nil {
+				return err
+			}
+			if wasActive {
+				ev := e.event(p, "failed", now)
+				ev.KeyID, ev.KeyName, ev.OldFingerprint = r.KeyID, r.Name, r.Fingerprint
+				ev.Error = "current key " + r.Name + " was deleted or changed on the provider out of band; rotating"
+				ok, err := e.enqueue(tx, p, ev)
+				if err != nil {
+					return err
+				}
+				queued = queued || ok
+			}
+		}
+		for _, k := range d.Orphans {
+			rec := state.KeyRecord{
+				Policy: p.Name, Provider: p.Provider, ProjectID: p.ProjectID,
+				KeyID: k.ID, Name: k.Name, Fingerprint: k.Fingerprint, PublicKey: k.PublicKey,
+				Status: state.KeyOrphaned, CreatedAt: k.CreatedAt, DeleteAfter: now.Add(p.GracePeriod),
+			}
+			if err := tx.PutKey(rec); err != nil {
+				return err
+			}
+			detail := "rotatord-named key with no record; deleting after the grace period"
+			if err := e.audit(tx, p, "key_orphaned", k.ID, k.Name, k.Fingerprint, "", TriggerSchedule, detail); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("record reconciliation: %w", err)
+	}
+	for _, r := range d.Missing {
+		e.log.Warn("key missing on provider", "policy", p.Name, "key_id", r.KeyID, "fingerprint", r.Fingerprint)
+	}
+	for _, k := range d.Orphans {
+		e.log.Warn("orphaned key found; deleting after grace period", "policy", p.Name, "key_id", k.ID, "fingerprint", k.Fingerprint)
+	}
+	if queued {
+		e.cfg.Kick()
+	}
+	return nil
+}
+
+// newRotationID returns a sortable, unique rotation ID.
+func newRotationID(now time.Time) string {
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return "r-" + now.UTC().Format(nameLayout) + "-" + hex.EncodeToString(b[:])
+}
+
+func isNotExist(err error) bool { return errors.Is(err, fs.ErrNotExist) }
+
+// Resume finishes the policy's unfinished rotations and nothing else. The
+// daemon calls it for every policy at start, before any schedule fires.
+func (e *Engine) Resume(ctx context.Context, p policy.Policy) (Result, error) {
+	res := Result{Policy: p.Name}
+	unlock, err := e.cfg.Locks.Lock(ctx, p.Name)
+	if err != nil {
+		return res, err
+	}
+	defer unlock()
+	prov, err := e.provider(p)
+	if err != nil {
+		return res, err
+	}
+	resumed, err := e.resume(ctx, p, prov, Options{Trigger: TriggerResume})
+	res.Resumed = resumed.count
+	if resumed.last != nil {
+		res.fill(resumed.last)
+	}
+	return res, err
+}
+
+// Sweep deletes the policy's retired keys whose grace period has passed,
+// without rotating. It skips a policy whose run is in flight: that run
+// sweeps at its end.
+func (e *Engine) Sweep(ctx context.Context, p policy.Policy) ([]string, error) {
+	unlock, ok := e.cfg.Locks.TryLock(p.Name)
+	if !ok {
+		return nil, nil
+	}
+	defer unlock()
+	prov, err := e.provider(p)
+	if err != nil {
+		return nil, err
+	}
+	var due bool
+	now := e.cfg.Now()
+	err = e.cfg.Journal.View(func(tx *state.Tx) error {
+		recs, err := tx.Keys(p.Name)
+		for _, r := range recs {
+			if (r.Status == state.KeyRetiring || r.Status == state.KeyOrphaned) && !r.DeleteAfter.After(now) {
+				due = true
+			}
+		}
+		return err
+	})
+	if err != nil || !due {
+		// Nothing due: no provider call at all, so an idle daemon stays idle.
+		return nil, err
+	}
+	obs, err := e.observe(ctx, p, prov, false)
+	if err != nil {
+		return nil, err
+	}
+	return e.retire(ctx, p, prov, obs.ProviderKeys, Decide(obs))
+}

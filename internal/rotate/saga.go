@@ -1,0 +1,537 @@
+package rotate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/rotatord/rotatord/internal/cloud"
+	"github.com/rotatord/rotatord/internal/keygen"
+	"github.com/rotatord/rotatord/internal/secret"
+	"github.com/rotatord/rotatord/internal/state"
+	"github.com/rotatord/rotatord/policy"
+)
+
+// Vault data fields (DESIGN.md §5).
+const (
+	fieldPrivateKey = "private_key"
+	fieldPublicKey  = "public_key"
+	fieldFinger     = "fingerprint"
+	fieldKeyID      = "key_id"
+	fieldKeyName    = "key_name"
+	fieldProvider   = "provider"
+	fieldProjectID  = "project_id"
+	fieldPolicy     = "policy"
+	fieldRotationID = "rotation_id"
+	fieldCreatedAt  = "created_at"
+)
+
+// PendingPath is where an in-flight rotation keeps its private key.
+func PendingPath(vaultPath string) string { return vaultPath + "/pending" }
+
+// rotate starts a new rotation and drives it to the end.
+func (e *Engine) rotate(ctx context.Context, p policy.Policy, prov cloud.Provider, d Decision, opts Options) (*state.Rotation, error) {
+	now := e.cfg.Now()
+	r := &state.Rotation{
+		ID: newRotationID(now), Policy: p.Name, Provider: p.Provider, ProjectID: p.ProjectID,
+		Step: state.StepPlanned, Reason: d.Reason, Trigger: opts.Trigger, Emergency: opts.Emergency,
+		KeyName: uniqueName(p.NamePrefix, now, d), StartedAt: now, UpdatedAt: now,
+	}
+	if d.Current != nil {
+		r.OldKeyID, r.OldFingerprint = d.Current.KeyID, d.Current.Fingerprint
+	}
+	// The version of <vault_path> seen now is the CAS guard of the promotion.
+	_, ver, err := e.cfg.Keys.Get(ctx, p.VaultPath)
+	switch {
+	case err == nil:
+		r.VaultVersion = ver
+	case isNotExist(err):
+		r.VaultVersion = 0
+	default:
+		return nil, fmt.Errorf("read %s: %w", p.VaultPath, err)
+	}
+
+	var priv secret.Secret
+	if p.Key.Generate != policy.GenerateProvider {
+		k, err := e.cfg.Generate(keygen.Spec{Type: p.Key.Type, Bits: p.Key.Bits, Curve: p.Key.Curve}, keygen.Comment(p.Name))
+		if err != nil {
+			return nil, fmt.Errorf("generate key: %w", err)
+		}
+		r.PublicKey, r.Fingerprint, priv = k.PublicKey, k.SHA256, k.PrivateKey
+	}
+	if err := e.step(p, r, state.StepPlanned, nil); err != nil {
+		return nil, err
+	}
+	e.log.Info("rotation planned", "policy", p.Name, "rotation_id", r.ID, "key_name", r.KeyName, "fingerprint", r.Fingerprint)
+	return r, e.advance(ctx, p, prov, r, priv)
+}
+
+// uniqueName avoids reusing the name of a key the provider already holds
+// (two rotations within one second).
+func uniqueName(prefix string, now time.Time, d Decision) string {
+	taken := map[string]bool{}
+	if d.Current != nil {
+		taken[d.Current.Name] = true
+	}
+	for _, k := range append(append([]cloud.Key{}, d.Orphans...), d.Unmanaged...) {
+		taken[k.Name] = true
+	}
+	for _, r := range append(append([]state.KeyRecord{}, d.Retire...), d.Waiting...) {
+		taken[r.Name] = true
+	}
+	name := KeyName(prefix, now)
+	for taken[name] {
+		now = now.Add(time.Second)
+		name = KeyName(prefix, now)
+	}
+	return name
+}
+
+type resumed struct {
+	count int
+	last  *state.Rotation
+}
+
+// resume drives the policy's unfinished rotations forward.
+func (e *Engine) resume(ctx context.Context, p policy.Policy, prov cloud.Provider, opts Options) (resumed, error) {
+	var open []state.Rotation
+	err := e.cfg.Journal.View(func(tx *state.Tx) error {
+		all, err := tx.OpenRotations()
+		for _, r := range all {
+			if r.Policy == p.Name {
+				open = append(open, r)
+			}
+		}
+		return err
+	})
+	if err != nil {
+		return resumed{}, fmt.Errorf("read journal: %w", err)
+	}
+	var out resumed
+	for i := range open {
+		r := &open[i]
+		if opts.Emergency {
+			r.Emergency = true
+		}
+		e.log.Info("resuming rotation", "policy", p.Name, "rotation_id", r.ID, "step", string(r.Step))
+		if err := e.advance(ctx, p, prov, r, ""); err != nil {
+			return out, err
+		}
+		if r.Step == state.StepDone {
+			out.count++
+			out.last = r
+		}
+	}
+	return out, nil
+}
+
+// advance drives r from its journaled step to the end. priv is the private
+// key when the caller still holds it in memory; on resume it is read back
+// from the pending path.
+func (e *Engine) advance(ctx context.Context, p policy.Policy, prov cloud.Provider, r *state.Rotation, priv secret.Secret) error {
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		var err error
+		switch r.Step {
+		case state.StepPlanned:
+			if p.Key.Generate == policy.GenerateProvider {
+				err = e.createRemote(ctx, p, prov, r)
+			} else {
+				err = e.storePending(ctx, p, r, priv)
+			}
+		case state.StepPendingStored:
+			err = e.upload(ctx, p, prov, r)
+		case state.StepUploaded:
+			err = e.activate(ctx, p, prov, r)
+		case state.StepActivated:
+			err = e.promote(ctx, p, r)
+		case state.StepPromoted:
+			err = e.finish(p, r)
+		case state.StepDone, state.StepFailed:
+			return nil
+		default:
+			return fmt.Errorf("rotation %s: unknown step %q", r.ID, r.Step)
+		}
+		if err != nil {
+			return fmt.Errorf("rotation %s (%s): %w", r.ID, stepVerb(r.Step), err)
+		}
+	}
+}
+
+func stepVerb(s state.Step) string {
+	switch s {
+	case state.StepPlanned:
+		return "store pending key"
+	case state.StepPendingStored:
+		return "upload key"
+	case state.StepUploaded:
+		return "activate key"
+	case state.StepActivated:
+		return "promote key in vault"
+	case state.StepPromoted:
+		return "schedule retirement"
+	}
+	return string(s)
+}
+
+// step journals r at step s (with extra writes in the same transaction).
+func (e *Engine) step(p policy.Policy, r *state.Rotation, s state.Step, extra func(tx *state.Tx) error) error {
+	prev := r.Step
+	r.Step = s
+	r.UpdatedAt = e.cfg.Now()
+	r.Error = ""
+	if s == state.StepDone || s == state.StepFailed {
+		r.FinishedAt = r.UpdatedAt
+	}
+	err := e.cfg.Journal.Update(func(tx *state.Tx) error {
+		if err := tx.PutRotation(*r); err != nil {
+			return err
+		}
+		if extra != nil {
+			return extra(tx)
+		}
+		return nil
+	})
+	if err != nil {
+		r.Step = prev
+		return fmt.Errorf("journal %s: %w", s, err)
+	}
+	e.cfg.Hook("journal:" + string(s))
+	return nil
+}
+
+func (e *Engine) pendingData(p policy.Policy, r *state.Rotation, priv secret.Secret) map[string]string {
+	data := map[string]string{
+		fieldPrivateKey: priv.Reveal(),
+		fieldPublicKey:  r.PublicKey,
+		fieldFinger:     r.Fingerprint,
+		fieldKeyName:    r.KeyName,
+		fieldProvider:   p.Provider,
+		fieldPolicy:     p.Name,
+		fieldRotationID: r.ID,
+		fieldCreatedAt:  r.StartedAt.UTC().Format(time.RFC3339),
+	}
+	if r.KeyID != "" {
+		data[fieldKeyID] = r.KeyID
+	}
+	if p.ProjectID != 0 {
+		data[fieldProjectID] = strconv.FormatInt(p.ProjectID, 10)
+	}
+	return data
+}
+
+// readPending returns the pending data of r, or nil when the pending path
+// holds another rotation's key or nothing.
+func (e *Engine) readPending(ctx context.Context, p policy.Policy, r *state.Rotation) (map[string]string, error) {
+	data, _, err := e.cfg.Keys.Get(ctx, PendingPath(p.VaultPath))
+	if isNotExist(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", PendingPath(p.VaultPath), err)
+	}
+	if data[fieldRotationID] != r.ID {
+		return nil, nil
+	}
+	return data, nil
+}
+
+// storePending (step 3): the private key goes to Vault before its public
+// half goes anywhere.
+func (e *Engine) storePending(ctx context.Context, p policy.Policy, r *state.Rotation, priv secret.Secret) error {
+	if priv.Empty() {
+		// Resumed after a crash: the key is either already pending in Vault
+		// or was lost with the process before anything left it.
+		data, err := e.readPending(ctx, p, r)
+		if err != nil {
+			return err
+		}
+		if data == nil {
+			return e.abandon(p, r, "process stopped before the private key reached the key store; nothing was uploaded")
+		}
+		return e.step(p, r, state.StepPendingStored, nil)
+	}
+	e.cfg.Hook("before:store_pending")
+	if _, err := e.cfg.Keys.Put(ctx, PendingPath(p.VaultPath), e.pendingData(p, r, priv), -1); err != nil {
+		return fmt.Errorf("write %s: %w", PendingPath(p.VaultPath), err)
+	}
+	e.cfg.Hook("after:store_pending")
+	return e.step(p, r, state.StepPendingStored, nil)
+}
+
+// abandon ends a rotation that cannot continue and left nothing behind.
+func (e *Engine) abandon(p policy.Policy, r *state.Rotation, why string) error {
+	e.log.Warn("rotation abandoned", "policy", p.Name, "rotation_id", r.ID, "reason", why)
+	return e.step(p, r, state.StepFailed, func(tx *state.Tx) error {
+		return e.audit(tx, p, "rotation_abandoned", r.KeyID, r.KeyName, r.Fingerprint, r.ID, r.Trigger, why)
+	})
+}
+
+// findKey looks for the rotation's key on the provider by name (and
+// fingerprint when known).
+func findKey(keys []cloud.Key, r *state.Rotation) (cloud.Key, bool) {
+	for _, k := range keys {
+		if k.Name == r.KeyName && (r.Fingerprint == "" || k.Fingerprint == r.Fingerprint) {
+			return k, true
+		}
+	}
+	return cloud.Key{}, false
+}
+
+// upload (step 4) creates the key on the provider, unless an earlier attempt
+// already did (found by name + fingerprint).
+func (e *Engine) upload(ctx context.Context, p policy.Policy, prov cloud.Provider, r *state.Rotation) error {
+	keys, err := prov.List(ctx, p.ProjectID)
+	if err != nil {
+		return fmt.Errorf("list keys: %w", err)
+	}
+	key, found := findKey(keys, r)
+	if !found {
+		e.cfg.Hook("before:upload")
+		created, err := prov.Create(ctx, p.ProjectID, cloud.CreateRequest{Name: r.KeyName, PublicKey: r.PublicKey, SharedInProject: sharedInProject(p)})
+		if err != nil {
+			return fmt.Errorf("create key %s: %w", r.KeyName, err)
+		}
+		e.cfg.Hook("after:upload")
+		key = created.Key
+	}
+	if key.Fingerprint != r.Fingerprint {
+		return fmt.Errorf("provider returned key %s with fingerprint %s, want %s", key.ID, key.Fingerprint, r.Fingerprint)
+	}
+	return e.recordUploaded(p, r, key)
+}
+
+func sharedInProject(p policy.Policy) *bool {
+	if p.ProviderType != policy.TypeGcore {
+		return nil
+	}
+	v := p.SharedInProject
+	return &v
+}
+
+// recordUploaded journals step uploaded together with a pending key record,
+// so the reconciler never mistakes the in-flight key for an orphan.
+func (e *Engine) recordUploaded(p policy.Policy, r *state.Rotation, key cloud.Key) error {
+	r.KeyID = key.ID
+	created := key.CreatedAt
+	if created.IsZero() {
+		created = e.cfg.Now()
+	}
+	return e.step(p, r, state.StepUploaded, func(tx *state.Tx) error {
+		if err := tx.PutKey(state.KeyRecord{
+			Policy: p.Name, Provider: p.Provider, ProjectID: p.ProjectID,
+			KeyID: key.ID, Name: key.Name, Fingerprint: key.Fingerprint, PublicKey: key.PublicKey,
+			Status: state.KeyPending, RotationID: r.ID, CreatedAt: created,
+		}); err != nil {
+			return err
+		}
+		return e.audit(tx, p, "key_uploaded", key.ID, key.Name, key.Fingerprint, r.ID, r.Trigger, "")
+	})
+}
+
+// createRemote is step 2+3+4 for keys the provider generates (Gcore
+// generate: provider): the private key comes back once, so it goes to Vault
+// at once, before anything else is journaled.
+func (e *Engine) createRemote(ctx context.Context, p policy.Policy, prov cloud.Provider, r *state.Rotation) error {
+	keys, err := prov.List(ctx, p.ProjectID)
+	if err != nil {
+		return fmt.Errorf("list keys: %w", err)
+	}
+	if k, found := findKey(keys, r); found {
+		// Created by an earlier attempt. Its private half is usable only if
+		// it reached Vault before that attempt died.
+		data, err := e.readPending(ctx, p, r)
+		if err != nil {
+			return err
+		}
+		if data != nil && data[fieldFinger] == k.Fingerprint {
+			r.PublicKey, r.Fingerprint = k.PublicKey, k.Fingerprint
+			return e.recordUploaded(p, r, k)
+		}
+		// The private key is lost: the key is debris. It was never active.
+		if err := prov.Delete(ctx, p.ProjectID, k.ID); err != nil && !errors.Is(err, cloud.ErrNotFound) {
+			return fmt.Errorf("delete key %s whose private half was lost: %w", k.ID, err)
+		}
+		return e.abandon(p, r, "provider-generated key "+k.ID+" lost its private half in a crash; deleted it")
+	}
+	e.cfg.Hook("before:upload")
+	created, err := prov.Create(ctx, p.ProjectID, cloud.CreateRequest{Name: r.KeyName, SharedInProject: sharedInProject(p)})
+	if err != nil {
+		return fmt.Errorf("create key %s: %w", r.KeyName, err)
+	}
+	e.cfg.Hook("after:upload")
+	if created.PrivateKey.Empty() {
+		return fmt.Errorf("create key %s: provider returned no private key", r.KeyName)
+	}
+	parsed, err := keygen.ParsePrivateKey(created.PrivateKey)
+	if err != nil {
+		return fmt.Errorf("provider-generated key %s: %w", created.ID, err)
+	}
+	if parsed.SHA256 != created.Fingerprint {
+		return fmt.Errorf("provider-generated key %s: private key fingerprint %s does not match the uploaded key %s", created.ID, parsed.SHA256, created.Fingerprint)
+	}
+	r.PublicKey, r.Fingerprint, r.KeyID = created.PublicKey, created.Fingerprint, created.ID
+	if _, err := e.cfg.Keys.Put(ctx, PendingPath(p.VaultPath), e.pendingData(p, r, created.PrivateKey), -1); err != nil {
+		return fmt.Errorf("write %s: %w", PendingPath(p.VaultPath), err)
+	}
+	e.cfg.Hook("after:store_pending")
+	return e.recordUploaded(p, r, created.Key)
+}
+
+// activate (step 5): make the key the account default where the provider
+// has one, then list again and check that exactly the new key is default.
+func (e *Engine) activate(ctx context.Context, p policy.Policy, prov cloud.Provider, r *state.Rotation) error {
+	if prov.Capabilities().DefaultKey && p.MakeDefault {
+		e.cfg.Hook("before:activate")
+		if err := prov.SetDefault(ctx, p.ProjectID, r.KeyID); err != nil {
+			return fmt.Errorf("make key %s default: %w", r.KeyID, err)
+		}
+		e.cfg.Hook("after:activate")
+		keys, err := prov.List(ctx, p.ProjectID)
+		if err != nil {
+			return fmt.Errorf("verify default: %w", err)
+		}
+		var defaults []string
+		for _, k := range keys {
+			if k.Default {
+				defaults = append(defaults, k.ID)
+			}
+		}
+		if len(defaults) != 1 || defaults[0] != r.KeyID {
+			return fmt.Errorf("verify default: provider reports default keys %v, want exactly %s: %w", defaults, r.KeyID, cloud.ErrTransient)
+		}
+	}
+	return e.step(p, r, state.StepActivated, nil)
+}
+
+// promote (step 6): the key becomes the current version of <vault_path>
+// (check-and-set on the version seen when the rotation began), then the
+// pending copy is removed.
+func (e *Engine) promote(ctx context.Context, p policy.Policy, r *state.Rotation) error {
+	cur, ver, err := e.cfg.Keys.Get(ctx, p.VaultPath)
+	if err != nil && !isNotExist(err) {
+		return fmt.Errorf("read %s: %w", p.VaultPath, err)
+	}
+	if cur[fieldRotationID] == r.ID {
+		// Promoted before a crash; only the journal is behind.
+		r.VaultVersion = ver
+	} else {
+		pending, err := e.readPending(ctx, p, r)
+		if err != nil {
+			return err
+		}
+		if pending == nil {
+			return fmt.Errorf("%s: %w", PendingPath(p.VaultPath), ErrPendingLost)
+		}
+		pending[fieldKeyID] = r.KeyID
+		e.cfg.Hook("before:promote")
+		v, err := e.cfg.Keys.Put(ctx, p.VaultPath, pending, r.VaultVersion)
+		if err != nil {
+			return fmt.Errorf("write %s (check-and-set on version %d): %w", p.VaultPath, r.VaultVersion, err)
+		}
+		e.cfg.Hook("after:promote")
+		r.VaultVersion = v
+	}
+	if err := e.cfg.Keys.Delete(ctx, PendingPath(p.VaultPath)); err != nil {
+		return fmt.Errorf("delete %s: %w", PendingPath(p.VaultPath), err)
+	}
+	return e.step(p, r, state.StepPromoted, nil)
+}
+
+// finish (step 7 + 8): the new key becomes the policy's active record, every
+// key it replaces starts its grace period, and the outcome is audited and
+// queued for Slack — all in one transaction.
+func (e *Engine) finish(p policy.Policy, r *state.Rotation) error {
+	now := e.cfg.Now()
+	grace := p.GracePeriod
+	if r.Emergency {
+		grace = 0
+	}
+	deadline := now.Add(grace)
+	queued := false
+	err := e.step(p, r, state.StepDone, func(tx *state.Tx) error {
+		queued = false
+		recs, err := tx.Keys(p.Name)
+		if err != nil {
+			return err
+		}
+		for _, k := range recs {
+			switch {
+			case k.KeyID == r.KeyID:
+				k.Status = state.KeyActive
+				k.ActivatedAt = now
+				k.VaultVersion = r.VaultVersion
+			case k.Status == state.KeyActive:
+				k.Status = state.KeyRetiring
+				k.DeleteAfter = deadline
+			case k.Status == state.KeyRetiring && r.Emergency:
+				k.DeleteAfter = deadline
+			default:
+				continue
+			}
+			if err := tx.PutKey(k); err != nil {
+				return err
+			}
+		}
+		st, err := tx.PolicyStatus(p.Name)
+		if err != nil {
+			return err
+		}
+		st.CurrentKeyID = r.KeyID
+		if err := tx.PutPolicyStatus(st); err != nil {
+			return err
+		}
+		detail := r.Reason
+		if r.Emergency {
+			detail += " (emergency: replaced key deleted now)"
+		}
+		if err := e.audit(tx, p, "rotated", r.KeyID, r.KeyName, r.Fingerprint, r.ID, r.Trigger, detail); err != nil {
+			return err
+		}
+		ev := e.event(p, policy.EventRotated, now)
+		ev.KeyName, ev.KeyID, ev.NewFingerprint = r.KeyName, r.KeyID, r.Fingerprint
+		ev.OldKeyID, ev.OldFingerprint = r.OldKeyID, r.OldFingerprint
+		if r.OldKeyID != "" {
+			ev.GraceDeadline = deadline
+		}
+		ev.Detail = detail
+		queued, err = e.enqueue(tx, p, ev)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	e.log.Info("rotated", "policy", p.Name, "rotation_id", r.ID, "key_id", r.KeyID, "fingerprint", r.Fingerprint, "vault_version", r.VaultVersion)
+	if queued {
+		e.cfg.Kick()
+	}
+	return nil
+}
+
+// event starts a notification for p.
+func (e *Engine) event(p policy.Policy, kind string, now time.Time) state.Event {
+	return state.Event{
+		Kind: kind, Policy: p.Name, Provider: p.Provider, ProjectID: p.ProjectID,
+		Channel: p.Notify.Channel, VaultPath: p.VaultPath, Time: now,
+	}
+}
+
+// enqueue queues ev if the policy subscribes to its kind.
+func (e *Engine) enqueue(tx *state.Tx, p policy.Policy, ev state.Event) (bool, error) {
+	if !p.Notify.Wants(ev.Kind) {
+		return false, nil
+	}
+	_, err := tx.Enqueue(ev)
+	return err == nil, err
+}
+
+func (e *Engine) audit(tx *state.Tx, p policy.Policy, action, keyID, keyName, fp, rotationID, actor, detail string) error {
+	return tx.AppendAudit(state.AuditEntry{
+		Time: e.cfg.Now(), Policy: p.Name, Provider: p.Provider, Action: action,
+		KeyID: keyID, KeyName: keyName, Fingerprint: fp, RotationID: rotationID, Actor: actor, Detail: detail,
+	})
+}
