@@ -151,7 +151,7 @@ func (p *parser) vault(top fields) VaultConfig {
 		if why := checkURL(addr.v); why != "" {
 			p.gotf(addr.line, w, "address", addr.raw, "%s", why)
 		}
-		vc.Address = addr.v
+		vc.Address = strings.TrimRight(addr.v, "/")
 	}
 	if m := p.str(f, w, "mount"); m.set {
 		if m.v == "" || strings.HasPrefix(m.v, "/") || strings.HasSuffix(m.v, "/") {
@@ -259,14 +259,23 @@ func (p *parser) oneOf(f fields, w where, refs []string, vals []val[string]) str
 		if !v.set && !v.bad {
 			continue
 		}
-		if chosen >= 0 {
-			p.errorf(v.line, w, refs[i], "set only one of %s (%s is set at line %d)", quoteList(refs...), refs[chosen], vals[chosen].line)
-			return ""
+		if chosen < 0 {
+			chosen = i
+			continue
 		}
-		chosen = i
+		// The message goes to the one written last.
+		first, second := chosen, i
+		if vals[second].line < vals[first].line {
+			first, second = second, first
+		}
+		p.errorf(vals[second].line, w, refs[second], "set only one of %s (%s is set at line %d)", quoteList(refs...), refs[first], vals[first].line)
+		return ""
 	}
 	if chosen < 0 {
-		p.errorf(f.line, w, refs[0], "one of %s is required", quoteList(refs...))
+		// A literal secret was already reported with the fix.
+		if !f.literal {
+			p.errorf(f.line, w, refs[0], "one of %s is required", quoteList(refs...))
+		}
 		return ""
 	}
 	if vals[chosen].bad {

@@ -8,6 +8,7 @@ import (
 	"os"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -97,9 +98,29 @@ func decodeYAML(r io.Reader, file string) (root *yaml.Node, err error) {
 	return doc.Content[0], nil
 }
 
+// yamlParserProblems are the messages of yaml.v3's parser, as opposed to
+// its scanner. yaml.v3 reports parser errors with a zero-based line (and
+// scanner errors with a one-based one), so these get one added.
+var yamlParserProblems = []string{
+	"did not find expected ',' or ']'",
+	"did not find expected ',' or '}'",
+	"did not find expected '-' indicator",
+	"did not find expected <document start>",
+	"did not find expected key",
+	"did not find expected node content",
+	"found duplicate %TAG directive",
+	"found duplicate %YAML directive",
+	"found incompatible YAML document",
+	"found undefined tag handle",
+}
+
 func yamlError(file string, err error) error {
 	if m := yamlLineError.FindStringSubmatch(err.Error()); m != nil {
-		return fmt.Errorf("%s:%s: invalid YAML: %s", file, m[1], m[2])
+		line, _ := strconv.Atoi(m[1])
+		if contains(yamlParserProblems, m[2]) {
+			line++
+		}
+		return fmt.Errorf("%s:%d: invalid YAML: %s", file, line, m[2])
 	}
 	return fmt.Errorf("%s: invalid YAML: %s", file, strings.TrimPrefix(err.Error(), "yaml: "))
 }
@@ -220,8 +241,9 @@ type entry struct{ key, val *yaml.Node }
 // fields is a mapping's entries by key, plus the mapping's own line for
 // messages about missing keys.
 type fields struct {
-	line int
-	m    map[string]entry
+	line    int
+	m       map[string]entry
+	literal bool // a literal secret was written (and reported) instead of a reference
 }
 
 func (f fields) has(key string) bool {
@@ -249,8 +271,13 @@ func (p *parser) mapping(n *yaml.Node, w where, field string, known []string) (f
 	f := fields{line: n.Line, m: map[string]entry{}}
 	for _, e := range p.entries(n, inner) {
 		k := e.key.Value
+		if field == "" && w == (where{}) && strings.HasPrefix(k, "x-") {
+			// Top-level x- keys are a home for YAML anchors that policies
+			// merge (<<: *common), as in Compose files.
+			continue
+		}
 		if !contains(known, k) {
-			p.unknownKey(e.key.Line, inner, k, known)
+			f.literal = p.unknownKey(e.key.Line, inner, k, known) || f.literal
 			continue
 		}
 		f.m[k] = e
@@ -333,8 +360,8 @@ func (p *parser) merge(v *yaml.Node, w where) []entry {
 
 // unknownKey reports a key the section does not have, with the fix when
 // the key would hold a literal secret and a suggestion when it looks like
-// a typo.
-func (p *parser) unknownKey(line int, w where, key string, known []string) {
+// a typo. It reports whether the key was a literal secret.
+func (p *parser) unknownKey(line int, w where, key string, known []string) bool {
 	var refs []string
 	for _, suffix := range []string{"_env", "_file"} {
 		if contains(known, key+suffix) {
@@ -347,13 +374,14 @@ func (p *parser) unknownKey(line int, w where, key string, known []string) {
 			use[i] = r + ": " + map[bool]string{true: "VAR", false: "PATH"}[strings.HasSuffix(r, "_env")]
 		}
 		p.errorf(line, w, key, "use %s; secrets are never written in the config", strings.Join(use, " or "))
-		return
+		return true
 	}
 	if s := closest(key, known); s != "" {
 		p.errorf(line, w, key, "unknown key; did you mean %s?", s)
-		return
+		return false
 	}
 	p.errorf(line, w, key, "unknown key; expected one of %s", strings.Join(known, ", "))
+	return false
 }
 
 // closest returns the known key within two edits of key, if any.
@@ -407,9 +435,6 @@ type src struct {
 	bad       bool   // written but rejected (already reported)
 	inherited bool   // taken from the defaults block
 }
-
-// written reports whether the value was written in the item itself.
-func (s src) written() bool { return (s.set || s.bad) && !s.inherited }
 
 // val is one config value and where it came from.
 type val[T any] struct {

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"fmt"
+	"sort"
 	"strings"
 	"time"
 
@@ -131,7 +132,7 @@ func (p *parser) defaults(top fields, slack *SlackConfig, provTypes map[string]s
 	d.vaultPath = val[string]{}
 	if d.provider.set {
 		if _, ok := provTypes[d.provider.v]; !ok {
-			p.reject(&d.provider.src, w, "provider", "no such provider is defined under providers")
+			p.reject(&d.provider.src, w, "provider", "no such provider is defined under providers%s", didYouMean(d.provider.v, provTypes))
 		}
 	}
 	if d.channel.set && slack == nil {
@@ -257,7 +258,7 @@ func (p *parser) resolve(rp, defs rawPolicy, w where, slack *SlackConfig, provTy
 		if t, ok := provTypes[prov.v]; ok {
 			pol.ProviderType = t
 		} else {
-			p.reject(&prov.src, w, "provider", "no such provider is defined under providers")
+			p.reject(&prov.src, w, "provider", "no such provider is defined under providers%s", didYouMean(prov.v, provTypes))
 		}
 	case prov.set:
 		pol.ProviderType = provTypes[prov.v]
@@ -415,4 +416,17 @@ func (p *parser) crossCheck(all []resolved) {
 			}
 		}
 	}
+}
+
+// didYouMean suggests the defined provider closest to a mistyped name.
+func didYouMean(name string, provTypes map[string]string) string {
+	names := make([]string, 0, len(provTypes))
+	for n := range provTypes {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	if c := closest(name, names); c != "" {
+		return "; did you mean " + c + "?"
+	}
+	return ""
 }
