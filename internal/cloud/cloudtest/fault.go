@@ -1,6 +1,7 @@
 package cloudtest
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -254,6 +255,13 @@ func (s *Server) apply(f Fault, route string, h http.HandlerFunc, w http.Respons
 			h(w, r)
 		}
 	case FaultHang:
+		// net/http notices a client leaving (and cancels the request's
+		// context) only once the body has been read to the end.
+		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxRequestBody))
+		if err != nil {
+			return
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
 		if s.hang(r.Context()) {
 			h(w, r)
 		}
