@@ -369,7 +369,7 @@ func (p *parser) items(top fields, section, kind string) (items []item, ok bool)
 		return nil, true
 	}
 	if n.Kind != yaml.SequenceNode {
-		p.errorf(n.Line, where{}, section, "must be a list of %ss (got %s)", kind, kindName(n))
+		p.errorf(n.Line, where{}, section, "must be a list of %s (got %s)", section, kindName(n))
 		return nil, false
 	}
 	if !p.visit(len(n.Content)) {

@@ -297,7 +297,7 @@ func (p *parser) entries(n *yaml.Node, w where) []entry {
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, v := deref(n.Content[i]), n.Content[i+1]
 		if k.Kind == yaml.ScalarNode && k.Value == "<<" && k.ShortTag() == "!!merge" {
-			merged = append(merged, p.merge(v, w)...)
+			merged = append(merged, p.merge(k.Line, v, w)...)
 			continue
 		}
 		if k.Kind != yaml.ScalarNode || isNull(k) {
@@ -321,14 +321,13 @@ func (p *parser) entries(n *yaml.Node, w where) []entry {
 	return own
 }
 
-// merge expands the value of a merge key: a mapping or a list of mappings.
-func (p *parser) merge(v *yaml.Node, w where) []entry {
+// merge expands the value of a merge key (at line): a mapping or a list of
+// mappings.
+func (p *parser) merge(line int, v *yaml.Node, w where) []entry {
 	v = deref(v)
-	var sources []*yaml.Node
-	switch v.Kind {
-	case yaml.MappingNode:
-		sources = []*yaml.Node{v}
-	case yaml.SequenceNode:
+	sources := []*yaml.Node{v}
+	if v.Kind == yaml.SequenceNode {
+		sources = sources[:0]
 		for _, s := range v.Content {
 			sources = append(sources, deref(s))
 		}
@@ -336,11 +335,11 @@ func (p *parser) merge(v *yaml.Node, w where) []entry {
 	var out []entry
 	for _, s := range sources {
 		if s == nil || s.Kind != yaml.MappingNode {
-			p.errorf(v.Line, w, "<<", "a merge key takes a mapping or a list of mappings")
+			p.errorf(line, w, "<<", "a merge key takes a mapping or a list of mappings")
 			return nil
 		}
 		if p.merging[s] {
-			p.errorf(s.Line, w, "<<", "a mapping cannot merge itself")
+			p.errorf(line, w, "<<", "a mapping cannot merge itself")
 			return nil
 		}
 		es, done := p.merged[s]

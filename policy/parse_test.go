@@ -209,6 +209,15 @@ func TestParse_invalid(t *testing.T) {
 		{"vault_path_pending", []string{
 			`invalid/vault_path_pending.yaml:22: policy "inference": vault_path: must not end in /pending; rotatord keeps the in-flight key at <vault_path>/pending (got "ssh/gcore/inference/pending")`,
 		}},
+		{"policy_without_name", []string{
+			`invalid/policy_without_name.yaml:19: policy #2: name: required`,
+		}},
+		{"defaults_provider_unknown", []string{
+			`invalid/defaults_provider_unknown.yaml:15: defaults.provider: no such provider is defined under providers (got "sesterce-stg")`,
+		}},
+		{"generate_provider_from_defaults", []string{
+			`invalid/generate_provider_from_defaults.yaml:25: policy "inference": key.type: generate: provider from defaults at line 15 makes Ed25519 keys only; add generate: local to this key (got "rsa")`,
+		}},
 		{"yaml_syntax", []string{
 			`invalid/yaml_syntax.yaml:17: invalid YAML: did not find expected ',' or ']'`,
 		}},
@@ -291,28 +300,28 @@ func TestParse_valid(t *testing.T) {
 					Schedule: "@daily", MaxAge: 60 * day, RotateBefore: 3 * day, GracePeriod: 36 * time.Hour, MaxFailures: 3,
 					Key:         KeySpec{Type: "rsa", Bits: 4096, Generate: "local"},
 					MakeDefault: true, NamePrefix: "everything-inherited", VaultPath: "ssh/a",
-					Notify: Notify{Channel: "#keys", On: []string{"failed", "overdue"}}, Line: 31,
+					Notify: Notify{Channel: "#keys", On: []string{"failed", "overdue"}}, Line: 32,
 				},
 				{
 					Name: "gcore-ecdsa", Provider: "gcore-prod", ProviderType: "gcore", ProjectID: 77, SharedInProject: true,
 					Schedule: "@daily", MaxAge: 7 * day, RotateBefore: 3 * day, GracePeriod: 36 * time.Hour, MaxFailures: 3,
 					Key:        KeySpec{Type: "ecdsa", Curve: "p256", Generate: "local"},
 					NamePrefix: "gcore-ecdsa", VaultPath: "ssh/b",
-					Notify: Notify{Channel: "#keys", On: []string{"failed", "overdue"}}, Line: 34,
+					Notify: Notify{Channel: "#keys", On: []string{"failed", "overdue"}}, Line: 35,
 				},
 				{
 					Name: "own-values", Provider: "sesterce-prod", ProviderType: "sesterce",
 					Schedule: "30 4 * * 1-5", MaxAge: 60 * day, RotateBefore: 3 * day, GracePeriod: 36 * time.Hour, MaxFailures: 3,
 					Key:        KeySpec{Type: "rsa", Bits: 4096, Generate: "local"},
 					NamePrefix: "own", VaultPath: "ssh/c",
-					Notify: Notify{Channel: "#keys", On: []string{}}, Line: 40,
+					Notify: Notify{Channel: "#keys", On: []string{}}, Line: 41,
 				},
 				{
 					Name: "gcore-generated", Provider: "gcore-prod", ProviderType: "gcore", ProjectID: 88,
 					Schedule: "@daily", MaxAge: 60 * day, RotateBefore: 3 * day, GracePeriod: 36 * time.Hour, MaxFailures: 3,
 					Key:        KeySpec{Type: "ed25519", Generate: "provider"},
 					NamePrefix: "gcore-generated", VaultPath: "ssh/d",
-					Notify: Notify{Channel: "#keys", On: []string{"failed", "overdue"}}, Line: 48,
+					Notify: Notify{Channel: "#keys", On: []string{"failed", "overdue"}}, Line: 49,
 				},
 			},
 		}},
