@@ -74,7 +74,7 @@ func (e *Error) Error() string {
 	if e.Kind != nil {
 		parts = append(parts, e.Kind.Error())
 	}
-	if e.Detail != "" && (e.Kind == nil || !strings.EqualFold(e.Detail, e.Kind.Error())) {
+	if e.Detail != "" {
 		parts = append(parts, e.Detail)
 	}
 	if len(parts) == 0 && e.Status != 0 {
@@ -116,13 +116,19 @@ func classify(ctx context.Context, op, path string, err error, scrub []string) *
 		e.Kind = ErrNotFound
 	case errors.As(err, &re):
 		e.Status = re.StatusCode
-		msgs := strings.Join(re.Errors, "; ")
-		if re.RawError {
+		var msgs []string
+		if !re.RawError {
 			// Not Vault's JSON: keep none of a body we cannot vouch for.
-			msgs = ""
+			msgs = vaultMessages(re.Errors)
 		}
-		e.Detail = msgs
-		e.Kind = kindOf(op, re.StatusCode, msgs)
+		e.Kind = kindOf(op, re.StatusCode, strings.Join(msgs, "; "))
+		var rest []string
+		for _, m := range msgs {
+			if e.Kind == nil || !strings.EqualFold(m, e.Kind.Error()) {
+				rest = append(rest, m)
+			}
+		}
+		e.Detail = strings.Join(rest, "; ")
 	default:
 		e.Kind = ErrUnreachable
 		e.Detail = transportDetail(err)
@@ -146,12 +152,33 @@ func kindOf(op string, status int, msgs string) error {
 	case status == http.StatusBadRequest && op == "login":
 		// AppRole answers 400 "invalid role or secret ID".
 		return ErrPermissionDenied
-	case status == http.StatusNotFound && strings.Contains(lower, "no handler for route"):
+	case status == http.StatusNotFound && (op == "write" || strings.Contains(lower, "no handler for route")):
+		// KV v2 answers reads of absent paths with 404, never writes:
+		// a 404 on a write means the path is not the engine's.
 		return ErrMount
 	case status == http.StatusNotFound:
 		return ErrNotFound
 	}
 	return nil
+}
+
+// vaultMessages flattens Vault's error list. Vault wraps messages from
+// go-multierror ("1 error occurred:\n\t* permission denied\n\n"); only the
+// messages themselves are kept, once each.
+func vaultMessages(errs []string) []string {
+	var out []string
+	seen := map[string]bool{}
+	for _, e := range errs {
+		for _, line := range strings.Split(e, "\n") {
+			line = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(line), "* "))
+			if line == "" || strings.HasSuffix(line, "errors occurred:") || strings.HasSuffix(line, "error occurred:") || seen[line] {
+				continue
+			}
+			seen[line] = true
+			out = append(out, line)
+		}
+	}
+	return out
 }
 
 // transportDetail says why no answer came, without the request URL that

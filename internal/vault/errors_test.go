@@ -25,7 +25,9 @@ func TestClassify(t *testing.T) {
 		message string
 	}{
 		{"forbidden", "write", &api.ResponseError{StatusCode: 403, Errors: []string{"1 error occurred:\n\t* permission denied\n\n"}},
-			ErrPermissionDenied, "vault: write secret/ssh/x: permission denied: 1 error occurred:\n\t* permission denied\n\n"},
+			ErrPermissionDenied, "vault: write secret/ssh/x: permission denied"},
+		{"invalid token", "read", &api.ResponseError{StatusCode: 403, Errors: []string{"2 errors occurred:\n\t* permission denied\n\t* invalid token\n\n"}},
+			ErrPermissionDenied, "vault: read secret/ssh/x: permission denied: invalid token"},
 		{"sealed", "write", &api.ResponseError{StatusCode: 503, Errors: []string{"Vault is sealed"}},
 			ErrSealed, "vault: write secret/ssh/x: vault is sealed"},
 		{"standby unavailable", "read", &api.ResponseError{StatusCode: 503, Errors: []string{"local node not active but active cluster node not found"}},
@@ -40,6 +42,8 @@ func TestClassify(t *testing.T) {
 			ErrPermissionDenied, "vault: login secret/ssh/x: permission denied: invalid role or secret ID"},
 		{"no mount", "write", &api.ResponseError{StatusCode: 404, Errors: []string{"no handler for route \"nope/data/x\". route entry not found."}},
 			ErrMount, "vault: write secret/ssh/x: not a KV v2 mount: no handler for route \"nope/data/x\". route entry not found."},
+		{"write outside the engine", "write", &api.ResponseError{StatusCode: 404},
+			ErrMount, "vault: write secret/ssh/x: not a KV v2 mount"},
 		{"kv not found", "read", fmt.Errorf("wrapped: %w", api.ErrSecretNotFound),
 			ErrNotFound, "vault: read secret/ssh/x: not found"},
 		{"server error", "read", &api.ResponseError{StatusCode: 500, Errors: []string{"internal error"}},

@@ -171,6 +171,12 @@ func (s *Store) Check(ctx context.Context) error {
 	if sec == nil || sec.Data == nil {
 		return &Error{Op: "check mount", Path: s.mount, Kind: ErrMount, Detail: "no such mount"}
 	}
+	// The endpoint answers for the mount that holds the path, so a nested
+	// name like "secret/ssh" would be answered by "secret/".
+	if got, _ := sec.Data["path"].(string); got != "" && strings.Trim(got, "/") != s.mount {
+		return &Error{Op: "check mount", Path: s.mount, Kind: ErrMount,
+			Detail: fmt.Sprintf("no such mount; the path belongs to mount %q", strings.Trim(got, "/"))}
+	}
 	typ, _ := sec.Data["type"].(string)
 	var version string
 	if opts, ok := sec.Data["options"].(map[string]any); ok {

@@ -174,6 +174,7 @@ func newClient(cfg Config) (*api.Client, error) {
 		return nil, fmt.Errorf("vault: client config: %w", ac.Error)
 	}
 	ac.Address = cfg.Address
+	ac.AgentAddress = "" // VAULT_AGENT_ADDR would take precedence over Address
 	ac.Timeout = cfg.Timeout
 	if ac.Timeout <= 0 {
 		ac.Timeout = DefaultTimeout
@@ -285,7 +286,13 @@ func (s *Store) lookupToken(ctx context.Context, token secret.Secret) (*api.Secr
 // configured token it can only warn that the token will expire.
 func (s *Store) keepAlive(ctx context.Context, auth *api.Secret) {
 	defer close(s.done)
+	lastLogin := time.Now()
 	for {
+		if auth != nil && auth.Auth != nil && auth.Auth.LeaseDuration <= 0 {
+			// A token without TTL never expires: nothing to renew.
+			<-ctx.Done()
+			return
+		}
 		if auth != nil {
 			err := s.watch(ctx, auth)
 			if ctx.Err() != nil {
@@ -308,10 +315,15 @@ func (s *Store) keepAlive(ctx context.Context, auth *api.Secret) {
 		} else if s.login == nil {
 			return
 		}
+		// However short the tokens, do not hammer Vault with logins.
+		if !sleepCtx(ctx, time.Until(lastLogin.Add(time.Second))) {
+			return
+		}
 		auth = s.relogin(ctx)
 		if auth == nil {
 			return // closed
 		}
+		lastLogin = time.Now()
 	}
 }
 
@@ -351,13 +363,25 @@ func (s *Store) relogin(ctx context.Context) *api.Secret {
 			return nil
 		}
 		s.log.Warn("vault: AppRole login failed; will retry", "err", err, "retry_in", wait)
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !sleepCtx(ctx, wait) {
 			return nil
-		case <-t.C:
 		}
 		wait = min(2*wait, time.Minute)
+	}
+}
+
+// sleepCtx waits d, or less if ctx ends first; it reports whether ctx is
+// still live.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
 	}
 }

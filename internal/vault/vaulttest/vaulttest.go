@@ -173,17 +173,25 @@ func start(bin string) (*Server, error) {
 		_ = cmd.Wait()
 		close(s.exited)
 	}()
-	if err := s.waitHealthy(startTimeout); err != nil {
+	deadline := time.Now().Add(startTimeout)
+	if err := s.waitHealthy(deadline); err != nil {
 		s.Stop()
 		return nil, fmt.Errorf("%w\n--- vault output ---\n%s", err, s.Output())
 	}
-	key, err := s.parseUnsealKey()
-	if err != nil {
-		s.Stop()
-		return nil, fmt.Errorf("%w\n--- vault output ---\n%s", err, s.Output())
+	// The banner with the unseal key comes a moment after the listener.
+	for {
+		key, ok := s.parseUnsealKey()
+		if ok {
+			s.unsealKey = key
+			return s, nil
+		}
+		if time.Now().After(deadline) {
+			s.Stop()
+			return nil, fmt.Errorf("no \"Unseal Key:\" line in the dev server output within %s\n--- vault output ---\n%s",
+				startTimeout, s.Output())
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
-	s.unsealKey = key
-	return s, nil
 }
 
 // Client returns a client authenticated as root. It ignores VAULT_*
@@ -226,7 +234,7 @@ func (s *Server) Unseal(t testing.TB) {
 	if st.Sealed {
 		t.Fatalf("vaulttest: unseal: still sealed after the dev unseal key")
 	}
-	if err := s.waitHealthy(startTimeout); err != nil {
+	if err := s.waitHealthy(time.Now().Add(startTimeout)); err != nil {
 		t.Fatalf("vaulttest: unseal: %v", err)
 	}
 }
@@ -305,6 +313,9 @@ func (s *Server) Stop() {
 // unseal key replaced, for failure messages.
 func (s *Server) Output() string {
 	out := s.out.String()
+	if k, ok := s.parseUnsealKey(); ok {
+		out = strings.ReplaceAll(out, k.Reveal(), secret.Redacted)
+	}
 	for _, v := range []secret.Secret{s.RootToken, s.unsealKey} {
 		if !v.Empty() {
 			out = strings.ReplaceAll(out, v.Reveal(), secret.Redacted)
@@ -313,8 +324,8 @@ func (s *Server) Output() string {
 	return out
 }
 
-func (s *Server) waitHealthy(timeout time.Duration) error {
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+func (s *Server) waitHealthy(deadline time.Time) error {
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
 	hc := &http.Client{Timeout: time.Second}
 	var last string
@@ -337,7 +348,7 @@ func (s *Server) waitHealthy(timeout time.Duration) error {
 		case <-s.exited:
 			return fmt.Errorf("vault exited before answering /v1/sys/health (%s)", s.cmd.ProcessState)
 		case <-ctx.Done():
-			return fmt.Errorf("no 200 from %s/v1/sys/health within %s (last: %s)", s.Addr, timeout, last)
+			return fmt.Errorf("no 200 from %s/v1/sys/health within %s (last: %s)", s.Addr, startTimeout, last)
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
@@ -345,15 +356,15 @@ func (s *Server) waitHealthy(timeout time.Duration) error {
 
 // parseUnsealKey reads the "Unseal Key: <base64>" line that the dev server
 // prints once it has initialised itself.
-func (s *Server) parseUnsealKey() (secret.Secret, error) {
+func (s *Server) parseUnsealKey() (secret.Secret, bool) {
 	sc := bufio.NewScanner(strings.NewReader(s.out.String()))
 	for sc.Scan() {
 		line := strings.TrimSpace(sc.Text())
-		if k, ok := strings.CutPrefix(line, "Unseal Key:"); ok {
-			return secret.Secret(strings.TrimSpace(k)), nil
+		if k, ok := strings.CutPrefix(line, "Unseal Key:"); ok && strings.HasSuffix(k, "=") {
+			return secret.Secret(strings.TrimSpace(k)), true
 		}
 	}
-	return "", errors.New(`no "Unseal Key:" line in the dev server output`)
+	return "", false
 }
 
 func findBinary() (string, error) {
