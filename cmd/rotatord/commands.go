@@ -1,0 +1,189 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/rotatord/rotatord/internal/daemon"
+	"github.com/rotatord/rotatord/internal/rotate"
+	"github.com/rotatord/rotatord/internal/scheduler"
+	"github.com/rotatord/rotatord/policy"
+)
+
+// stringList is a repeatable flag (-policy a -policy b).
+type stringList []string
+
+func (s *stringList) String() string     { return strings.Join(*s, ",") }
+func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
+
+func cmdCheck(_ context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("check", stderr)
+	config := fs.String("config", "", "config `FILE`")
+	if err := parseFlags(fs, args, config); err != nil {
+		return err
+	}
+	cfg, err := policy.Load(*config)
+	if err != nil {
+		return exitCode{code: exitFailed, msg: err.Error()}
+	}
+	printSummary(stdout, cfg, time.Now())
+	return nil
+}
+
+// printSummary is check's report on a valid config: policies per provider
+// and when each runs next.
+func printSummary(w io.Writer, cfg *policy.Config, now time.Time) {
+	fmt.Fprintf(w, "%s: OK: %d provider(s), %d polic(ies)\n", cfg.File, len(cfg.Providers), len(cfg.Policies))
+	byProv := map[string][]policy.Policy{}
+	for _, p := range cfg.Policies {
+		byProv[p.Provider] = append(byProv[p.Provider], p)
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "PROVIDER\tPOLICY\tSCHEDULE\tNEXT RUN (UTC)\tMAX AGE\tVAULT PATH")
+	for _, prov := range cfg.Providers {
+		for _, p := range byProv[prov.Name] {
+			next := "-"
+			if s, err := scheduler.Parser.Parse(p.Schedule); err == nil {
+				next = s.Next(now).UTC().Format(time.RFC3339)
+			}
+			fmt.Fprintf(tw, "%s (%s)\t%s\t%s\t%s\t%s\t%s\n", prov.Name, prov.Type, p.Name, p.Schedule, next, rotate.FormatAge(p.MaxAge), p.VaultPath)
+		}
+	}
+	tw.Flush()
+}
+
+// openApp loads the config and builds the app for an in-process command.
+func openApp(ctx context.Context, path string, opts daemon.Options) (*daemon.App, error) {
+	cfg, err := policy.Load(path)
+	if err != nil {
+		return nil, exitCode{code: exitFailed, msg: err.Error()}
+	}
+	return daemon.New(ctx, cfg, opts)
+}
+
+func cmdPlan(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("plan", stderr)
+	config := fs.String("config", "", "config `FILE`")
+	if err := parseFlags(fs, args, config); err != nil {
+		return err
+	}
+	cfg, err := policy.Load(*config)
+	if err != nil {
+		return exitCode{code: exitFailed, msg: err.Error()}
+	}
+	readOnly := true
+	if _, err := os.Stat(cfg.State.Path); errors.Is(err, os.ErrNotExist) {
+		// A fresh install: plan against an empty state in a scratch file so
+		// the real path is not created by a dry run.
+		tmp, err := os.MkdirTemp("", "rotatord-plan-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(tmp)
+		cfg.State.Path = tmp + "/state.db"
+		readOnly = false
+	}
+	app, err := daemon.New(ctx, cfg, daemon.Options{Version: version, Logger: newLogger(stderr, logLevel()), ReadOnly: readOnly, NoSlack: true, NoVault: true})
+	if err != nil {
+		return err
+	}
+	defer app.Close()
+	plans, err := app.Plan(ctx)
+	printPlan(stdout, plans, time.Now())
+	return err
+}
+
+func printPlan(w io.Writer, plans []rotate.PolicyPlan, now time.Time) {
+	for _, pp := range plans {
+		fmt.Fprintf(w, "policy %s (%s): %s\n", pp.Policy, pp.Provider, pp.Reason)
+		if len(pp.Actions) == 0 {
+			fmt.Fprintln(w, "  nothing to do")
+		}
+		for _, a := range pp.Actions {
+			key := a.KeyName
+			if a.KeyID != "" {
+				key += " [" + a.KeyID + "]"
+			}
+			when := ""
+			if !a.At.IsZero() && a.At.After(now.Add(time.Second)) {
+				when = " at " + a.At.UTC().Format(time.RFC3339)
+			}
+			detail := ""
+			if a.Detail != "" {
+				detail = ": " + a.Detail
+			}
+			fmt.Fprintf(w, "  %-12s %s%s%s\n", a.Kind, key, when, detail)
+		}
+	}
+}
+
+func cmdRotate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("rotate", stderr)
+	config := fs.String("config", "", "config `FILE`")
+	var names stringList
+	fs.Var(&names, "policy", "policy `NAME` to rotate (repeatable)")
+	all := fs.Bool("all", false, "rotate every policy")
+	emergency := fs.Bool("emergency", false, "delete the replaced key as soon as the new one is active and stored (compromised key)")
+	if err := parseFlags(fs, args, config); err != nil {
+		return err
+	}
+	if len(names) == 0 && !*all {
+		return usageErr("give -policy NAME (repeatable) or -all")
+	}
+	if len(names) > 0 && *all {
+		return usageErr("-policy and -all exclude each other")
+	}
+	if results, err, ok := rotateViaSocket(ctx, *config, names, *emergency); ok {
+		if err != nil {
+			return err
+		}
+		return printResults(stdout, results)
+	}
+	app, err := openApp(ctx, *config, daemon.Options{Version: version, Logger: newLogger(stderr, logLevel())})
+	if err != nil {
+		return err
+	}
+	defer app.Close()
+	results, err := app.RotatePolicies(ctx, names, *emergency, rotate.TriggerCLI)
+	if err != nil {
+		return usageErr("%v", err)
+	}
+	app.FlushNotifications(ctx)
+	return printResults(stdout, results)
+}
+
+// printResults prints one line per policy and fails if any policy failed.
+func printResults(w io.Writer, results []rotate.Result) error {
+	sort.SliceStable(results, func(i, j int) bool { return results[i].Policy < results[j].Policy })
+	failed := 0
+	for _, r := range results {
+		switch {
+		case r.Err != nil:
+			failed++
+			fmt.Fprintf(w, "%s: FAILED: %v\n", r.Policy, r.Err)
+		case r.Rotated:
+			fmt.Fprintf(w, "%s: rotated: %s [%s] %s", r.Policy, r.KeyName, r.KeyID, r.Fingerprint)
+			if len(r.Deleted) > 0 {
+				fmt.Fprintf(w, "; deleted %s", strings.Join(r.Deleted, ", "))
+			}
+			fmt.Fprintln(w)
+		default:
+			fmt.Fprintf(w, "%s: %s", r.Policy, r.Reason)
+			if len(r.Deleted) > 0 {
+				fmt.Fprintf(w, "; deleted %s", strings.Join(r.Deleted, ", "))
+			}
+			fmt.Fprintln(w)
+		}
+	}
+	if failed > 0 {
+		return exitCode{code: exitFailed, msg: fmt.Sprintf("%d of %d policies failed", failed, len(results))}
+	}
+	return nil
+}

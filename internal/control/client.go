@@ -1,0 +1,119 @@
+package control
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"syscall"
+	"time"
+)
+
+// Client talks to a daemon's control socket.
+type Client struct {
+	path string
+	http *http.Client
+}
+
+// NewClient returns a client for the socket at path. It does not connect.
+func NewClient(path string) *Client {
+	tr := &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", path)
+		},
+	}
+	// No overall timeout: a rotation through the socket takes as long as
+	// the providers do. Callers bound it with their context.
+	return &Client{path: path, http: &http.Client{Transport: tr}}
+}
+
+// Status fetches the daemon's status.
+func (c *Client) Status(ctx context.Context) (Status, error) {
+	var st Status
+	return st, c.do(ctx, http.MethodGet, "/v1/status", nil, &st)
+}
+
+// Rotate asks the daemon to rotate now and waits for the results.
+func (c *Client) Rotate(ctx context.Context, req RotateRequest) ([]RotateResult, error) {
+	var res []RotateResult
+	return res, c.do(ctx, http.MethodPost, "/v1/rotate", req, &res)
+}
+
+// Reload asks the daemon to re-read its config file.
+func (c *Client) Reload(ctx context.Context) error {
+	return c.do(ctx, http.MethodPost, "/v1/reload", struct{}{}, nil)
+}
+
+// Report fetches the compliance report JSON.
+func (c *Client) Report(ctx context.Context) (json.RawMessage, error) {
+	var raw json.RawMessage
+	return raw, c.do(ctx, http.MethodGet, "/v1/report", nil, &raw)
+}
+
+func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://rotatord"+path, body)
+	if err != nil {
+		return err
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		if isNoDaemon(err) {
+			return fmt.Errorf("%w on %s", ErrNoDaemon, c.path)
+		}
+		return fmt.Errorf("control socket %s: %w", c.path, err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return fmt.Errorf("control socket: read answer: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		var e errorBody
+		if json.Unmarshal(data, &e) == nil && e.Error != "" {
+			return errors.New(e.Error)
+		}
+		return fmt.Errorf("control socket: HTTP %d", resp.StatusCode)
+	}
+	if out == nil {
+		return nil
+	}
+	if err := json.Unmarshal(data, out); err != nil {
+		return fmt.Errorf("control socket: decode answer: %w", err)
+	}
+	return nil
+}
+
+// isNoDaemon tells "nobody listens" (missing socket, refused) from other
+// failures.
+func isNoDaemon(err error) bool {
+	return errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ECONNREFUSED)
+}
+
+// Wait polls until a daemon answers on path or ctx ends (tests, scripts).
+func Wait(ctx context.Context, path string) error {
+	c := NewClient(path)
+	for {
+		if _, err := c.Status(ctx); err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}

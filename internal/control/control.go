@@ -1,0 +1,192 @@
+// Package control is the daemon's control socket: HTTP over a Unix socket
+// (mode 0600) that the CLI uses for status, report, rotate and reload while
+// the daemon holds the state file's lock. The daemon side serves a Backend;
+// the client side is what `rotatord status|rotate|report` call.
+//
+// Nothing here carries key material: fingerprints, names and IDs only.
+package control
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+)
+
+// ErrNoDaemon means no daemon answers on the socket; commands then work
+// in-process.
+var ErrNoDaemon = errors.New("no rotatord daemon is listening")
+
+// PolicyStatus is one policy as the running daemon sees it.
+type PolicyStatus struct {
+	Name                string    `json:"name"`
+	Provider            string    `json:"provider"`
+	CurrentKeyID        string    `json:"current_key_id,omitempty"`
+	CurrentKeyName      string    `json:"current_key_name,omitempty"`
+	Fingerprint         string    `json:"fingerprint,omitempty"`
+	KeyCreatedAt        time.Time `json:"key_created_at,omitzero"`
+	AgeSeconds          int64     `json:"age_seconds"`
+	MaxAgeSeconds       int64     `json:"max_age_seconds"`
+	NextRun             time.Time `json:"next_run,omitzero"`
+	LastAttempt         time.Time `json:"last_attempt,omitzero"`
+	LastSuccess         time.Time `json:"last_success,omitzero"`
+	LastResult          string    `json:"last_result,omitempty"`
+	LastError           string    `json:"last_error,omitempty"`
+	ConsecutiveFailures int       `json:"consecutive_failures"`
+	Failing             bool      `json:"failing"`
+	InFlight            bool      `json:"in_flight"`
+	RetiringKeys        int       `json:"retiring_keys"`
+}
+
+// Status is the daemon's whole view.
+type Status struct {
+	Version        string         `json:"version"`
+	PID            int            `json:"pid"`
+	StartedAt      time.Time      `json:"started_at"`
+	ConfigFile     string         `json:"config_file"`
+	ConfigLoadedAt time.Time      `json:"config_loaded_at"`
+	LastReloadOK   bool           `json:"last_reload_ok"`
+	LastReloadErr  string         `json:"last_reload_error,omitempty"`
+	OutboxPending  int            `json:"outbox_pending"`
+	Policies       []PolicyStatus `json:"policies"`
+}
+
+// RotateRequest asks for rotations now; empty Policies means all.
+type RotateRequest struct {
+	Policies  []string `json:"policies,omitempty"`
+	Emergency bool     `json:"emergency,omitempty"`
+}
+
+// RotateResult is one policy's outcome.
+type RotateResult struct {
+	Policy      string   `json:"policy"`
+	Rotated     bool     `json:"rotated"`
+	KeyID       string   `json:"key_id,omitempty"`
+	KeyName     string   `json:"key_name,omitempty"`
+	Fingerprint string   `json:"fingerprint,omitempty"`
+	Deleted     []string `json:"deleted,omitempty"`
+	Reason      string   `json:"reason,omitempty"`
+	Error       string   `json:"error,omitempty"`
+}
+
+// Backend is what the daemon offers over the socket.
+type Backend interface {
+	Status(ctx context.Context) (Status, error)
+	Rotate(ctx context.Context, req RotateRequest) ([]RotateResult, error)
+	Reload(ctx context.Context) error
+	// Report returns the compliance report as JSON (the CLI formats it).
+	Report(ctx context.Context) (json.RawMessage, error)
+}
+
+// errorBody is every error answer.
+type errorBody struct {
+	Error string `json:"error"`
+}
+
+// Server serves a Backend on a Unix socket.
+type Server struct {
+	path string
+	ln   net.Listener
+	srv  *http.Server
+	log  *slog.Logger
+}
+
+// Listen creates the socket at path with mode 0600. A stale socket left by
+// a crashed daemon is replaced; a live one is an error.
+func Listen(path string, b Backend, log *slog.Logger) (*Server, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	if _, err := os.Stat(path); err == nil {
+		if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+			c.Close()
+			return nil, fmt.Errorf("control socket %s: another rotatord is listening", path)
+		}
+		if err := os.Remove(path); err != nil {
+			return nil, fmt.Errorf("control socket: remove stale %s: %w", path, err)
+		}
+	}
+	// The umask makes the socket 0600 from birth: no window in which
+	// another user could connect.
+	old := syscall.Umask(0o177)
+	ln, err := net.Listen("unix", path)
+	syscall.Umask(old)
+	if err != nil {
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	s := &Server{path: path, ln: ln, log: log}
+	s.srv = &http.Server{Handler: handler(b, log), ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("control socket stopped", "err", err)
+		}
+	}()
+	return s, nil
+}
+
+// Path is the socket's path.
+func (s *Server) Path() string { return s.path }
+
+// Close stops serving (waiting for answers in flight until ctx ends) and
+// removes the socket.
+func (s *Server) Close(ctx context.Context) error {
+	err := s.srv.Shutdown(ctx)
+	_ = os.Remove(s.path)
+	return err
+}
+
+func handler(b Backend, log *slog.Logger) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
+		st, err := b.Status(r.Context())
+		reply(w, st, err)
+	})
+	mux.HandleFunc("POST /v1/rotate", func(w http.ResponseWriter, r *http.Request) {
+		var req RotateRequest
+		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20)).Decode(&req); err != nil {
+			replyErr(w, http.StatusBadRequest, fmt.Errorf("decode request: %w", err))
+			return
+		}
+		log.Info("rotation requested over the control socket", "policies", req.Policies, "emergency", req.Emergency)
+		res, err := b.Rotate(r.Context(), req)
+		reply(w, res, err)
+	})
+	mux.HandleFunc("POST /v1/reload", func(w http.ResponseWriter, r *http.Request) {
+		err := b.Reload(r.Context())
+		reply(w, map[string]bool{"reloaded": err == nil}, err)
+	})
+	mux.HandleFunc("GET /v1/report", func(w http.ResponseWriter, r *http.Request) {
+		rep, err := b.Report(r.Context())
+		reply(w, rep, err)
+	})
+	return mux
+}
+
+func reply(w http.ResponseWriter, v any, err error) {
+	if err != nil {
+		replyErr(w, http.StatusUnprocessableEntity, err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func replyErr(w http.ResponseWriter, code int, err error) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(errorBody{Error: err.Error()})
+}

@@ -1,0 +1,115 @@
+package daemon
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"time"
+
+	"github.com/rotatord/rotatord/internal/control"
+	"github.com/rotatord/rotatord/internal/report"
+	"github.com/rotatord/rotatord/internal/rotate"
+	"github.com/rotatord/rotatord/internal/state"
+	"github.com/rotatord/rotatord/policy"
+)
+
+var _ control.Backend = (*App)(nil)
+
+// Status is the daemon's view for `rotatord status`.
+func (a *App) Status(ctx context.Context) (control.Status, error) {
+	rt := a.runtime()
+	now := time.Now()
+	st := control.Status{
+		Version: a.opts.Version, PID: os.Getpid(), StartedAt: a.started,
+		ConfigFile: rt.cfg.File, ConfigLoadedAt: rt.loaded,
+	}
+	a.reloadMu.Lock()
+	st.LastReloadOK, st.LastReloadErr = a.reloadErr == "", a.reloadErr
+	a.reloadMu.Unlock()
+	err := a.db.View(func(tx *state.Tx) error {
+		n, err := tx.OutboxLen()
+		if err != nil {
+			return err
+		}
+		st.OutboxPending = n
+		for _, p := range rt.cfg.Policies {
+			ps := control.PolicyStatus{Name: p.Name, Provider: p.Provider, MaxAgeSeconds: int64(p.MaxAge / time.Second), InFlight: a.locks.Busy(p.Name)}
+			if rt.sched != nil {
+				ps.NextRun = rt.sched.Next(p.Name)
+			}
+			pst, err := tx.PolicyStatus(p.Name)
+			if err != nil {
+				return err
+			}
+			ps.LastAttempt, ps.LastSuccess, ps.LastResult, ps.LastError = pst.LastAttempt, pst.LastSuccess, pst.LastResult, pst.LastError
+			ps.ConsecutiveFailures, ps.Failing = pst.ConsecutiveFailures, pst.Failing
+			recs, err := tx.Keys(p.Name)
+			if err != nil {
+				return err
+			}
+			for _, r := range recs {
+				switch r.Status {
+				case state.KeyActive:
+					if r.ActivatedAt.Before(ps.KeyCreatedAt) && ps.CurrentKeyID != "" {
+						continue
+					}
+					ps.CurrentKeyID, ps.CurrentKeyName, ps.Fingerprint, ps.KeyCreatedAt = r.KeyID, r.Name, r.Fingerprint, r.CreatedAt
+					ps.AgeSeconds = int64(now.Sub(r.CreatedAt) / time.Second)
+				case state.KeyRetiring:
+					ps.RetiringKeys++
+				}
+			}
+			st.Policies = append(st.Policies, ps)
+		}
+		return nil
+	})
+	return st, err
+}
+
+// Rotate serves `rotatord rotate` through the socket.
+func (a *App) Rotate(ctx context.Context, req control.RotateRequest) ([]control.RotateResult, error) {
+	results, err := a.RotatePolicies(ctx, req.Policies, req.Emergency, rotate.TriggerSocket)
+	if err != nil {
+		return nil, err
+	}
+	return ControlResults(results), nil
+}
+
+// ControlResults converts engine results for the socket.
+func ControlResults(results []rotate.Result) []control.RotateResult {
+	out := make([]control.RotateResult, len(results))
+	for i, r := range results {
+		out[i] = control.RotateResult{Policy: r.Policy, Rotated: r.Rotated, KeyID: r.KeyID, KeyName: r.KeyName,
+			Fingerprint: r.Fingerprint, Deleted: r.Deleted, Reason: r.Reason}
+		if r.Err != nil {
+			out[i].Error = r.Err.Error()
+		}
+	}
+	return out
+}
+
+// Reload re-reads the config file the daemon was started with.
+func (a *App) Reload(ctx context.Context) error {
+	path := a.runtime().cfg.File
+	cfg, err := policy.Load(path)
+	if err != nil {
+		a.ReloadFailed(err)
+		return err
+	}
+	return a.ReloadConfig(ctx, cfg)
+}
+
+// Report builds the compliance report from state and live provider listings.
+func (a *App) Report(ctx context.Context) (json.RawMessage, error) {
+	rep, err := a.BuildReport(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return json.Marshal(rep)
+}
+
+// BuildReport builds the compliance report.
+func (a *App) BuildReport(ctx context.Context) (*report.Report, error) {
+	rt := a.runtime()
+	return report.Generate(ctx, report.Source{Now: time.Now(), Config: rt.cfg, State: a.db, Providers: rt.providers})
+}
