@@ -1,0 +1,254 @@
+// Command fakecloud serves the contract fake of the Sesterce and Gcore
+// SSH-key APIs (internal/cloud/cloudtest) on one local port, for demos,
+// trying policies without a cloud account, and end-to-end tests.
+//
+//	fakecloud -listen 127.0.0.1:8088 -latency 20ms -error-rate 0.1 -seed 1
+//
+// Point a provider's base_url at the printed URL: both APIs share it. The
+// first line on stdout is "listening on http://HOST:PORT" (with the real
+// port when -listen asks for port 0), so scripts can read it.
+//
+// API keys come from -sesterce-key / -gcore-key, or better (they stay out
+// of the process list) from FAKECLOUD_SESTERCE_KEY / FAKECLOUD_GCORE_KEY;
+// without either, the fake accepts cloudtest's default keys.
+//
+// Admin endpoints, unauthenticated (keep -listen on loopback):
+//
+//	GET  /admin/healthz         {"status":"ok"}
+//	GET  /admin/keys            every key of both providers (public halves only:
+//	                            the fake never stores a private key)
+//	GET  /admin/faults          the fault rules in force
+//	POST /admin/faults          replace the rules with a JSON array of
+//	                            {"route","kind","rate","count","status",
+//	                            "message","retry_after","delay"}; [] clears
+//	POST /admin/release-hangs   let every request held by a "hang" rule proceed
+//	GET  /admin/requests        request counts per route
+//
+// SIGINT or SIGTERM stops it gracefully.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/rotatord/rotatord/internal/cloud/cloudtest"
+	"github.com/rotatord/rotatord/internal/secret"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr, os.Getenv))
+}
+
+// config is what the flags and environment ask for.
+type config struct {
+	listen        string
+	sesterceKey   secret.Secret
+	unknownKey    secret.Secret
+	gcoreKey      secret.Secret
+	latency       time.Duration
+	errorRate     float64
+	errorStatus   int
+	rateLimitRate float64
+	retryAfter    time.Duration
+	hangRate      float64
+	dropRate      float64
+	seed          uint64
+	verbose       bool
+}
+
+func parseFlags(args []string, stderr io.Writer, getenv func(string) string) (config, error) {
+	var c config
+	var sesterceKey, unknownKey, gcoreKey string
+	fs := flag.NewFlagSet("fakecloud", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&c.listen, "listen", "127.0.0.1:8088", "address to listen on (port 0 picks a free port)")
+	fs.StringVar(&sesterceKey, "sesterce-key", "", "Sesterce x-api-key to accept (default $FAKECLOUD_SESTERCE_KEY, else "+cloudtest.DefaultSesterceAPIKey.Reveal()+")")
+	fs.StringVar(&unknownKey, "sesterce-unknown-key", "", `a Sesterce key to answer with 404 "API key not found"`)
+	fs.StringVar(&gcoreKey, "gcore-key", "", "Gcore APIKey token to accept (default $FAKECLOUD_GCORE_KEY, else "+cloudtest.DefaultGcoreAPIKey.Reveal()+")")
+	fs.DurationVar(&c.latency, "latency", 0, "delay before every API response")
+	fs.Float64Var(&c.errorRate, "error-rate", 0, "fraction of API requests answered with -error-status")
+	fs.IntVar(&c.errorStatus, "error-status", http.StatusServiceUnavailable, "status for -error-rate")
+	fs.Float64Var(&c.rateLimitRate, "rate-limit-rate", 0, "fraction of API requests answered 429")
+	fs.DurationVar(&c.retryAfter, "retry-after", time.Second, "Retry-After of -rate-limit-rate answers")
+	fs.Float64Var(&c.hangRate, "hang-rate", 0, "fraction of API requests held until the client gives up")
+	fs.Float64Var(&c.dropRate, "drop-rate", 0, "fraction of API requests whose connection is closed without a response")
+	fs.Uint64Var(&c.seed, "seed", 0, "seed for the fault rates (0: random)")
+	fs.BoolVar(&c.verbose, "v", false, "log every request")
+	if err := fs.Parse(args); err != nil {
+		return config{}, err
+	}
+	if fs.NArg() > 0 {
+		return config{}, fmt.Errorf("unexpected arguments: %q", fs.Args())
+	}
+	c.sesterceKey = secret.Secret(cmpOr(sesterceKey, getenv("FAKECLOUD_SESTERCE_KEY")))
+	c.gcoreKey = secret.Secret(cmpOr(gcoreKey, getenv("FAKECLOUD_GCORE_KEY")))
+	c.unknownKey = secret.Secret(unknownKey)
+	return c, nil
+}
+
+func cmpOr(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
+
+// faults turns the rate flags into rules. They are tried in this order, so
+// each rate applies to the requests the earlier rules left alone.
+func (c config) faults() []cloudtest.Fault {
+	var fs []cloudtest.Fault
+	add := func(rate float64, f cloudtest.Fault) {
+		if rate > 0 {
+			f.Route, f.Rate = cloudtest.RouteAll, rate
+			fs = append(fs, f)
+		}
+	}
+	add(c.errorRate, cloudtest.Fault{Kind: cloudtest.FaultStatus, Status: c.errorStatus})
+	add(c.rateLimitRate, cloudtest.Fault{Kind: cloudtest.FaultRateLimit, RetryAfter: c.retryAfter})
+	add(c.hangRate, cloudtest.Fault{Kind: cloudtest.FaultHang})
+	add(c.dropRate, cloudtest.Fault{Kind: cloudtest.FaultDrop})
+	return fs
+}
+
+// run serves until ctx ends and returns the exit code.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) int {
+	c, err := parseFlags(args, stderr, getenv)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "fakecloud:", err)
+		return 2
+	}
+	level := slog.LevelInfo
+	if c.verbose {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+
+	fake := cloudtest.New(cloudtest.Options{
+		SesterceAPIKey:        c.sesterceKey,
+		SesterceUnknownAPIKey: c.unknownKey,
+		GcoreAPIKey:           c.gcoreKey,
+		Latency:               c.latency,
+		Logger:                log,
+		Seed:                  c.seed,
+	})
+	if err := fake.SetFaults(c.faults()); err != nil {
+		fmt.Fprintln(stderr, "fakecloud: flags:", err)
+		return 2
+	}
+
+	ln, err := net.Listen("tcp", c.listen)
+	if err != nil {
+		fmt.Fprintln(stderr, "fakecloud:", err)
+		return 1
+	}
+	srv := &http.Server{Handler: newMux(fake, log), ReadHeaderTimeout: 10 * time.Second}
+	fmt.Fprintf(stdout, "listening on http://%s\n", ln.Addr())
+	for provider, key := range map[string]secret.Secret{"sesterce": c.sesterceKey, "gcore": c.gcoreKey} {
+		if key.Empty() {
+			log.Info("no API key given: accepting the cloudtest default key", "provider", provider)
+		}
+	}
+
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+	select {
+	case err := <-serveErr:
+		fmt.Fprintln(stderr, "fakecloud: serve:", err)
+		return 1
+	case <-ctx.Done():
+	}
+	log.Info("shutting down")
+	// Release hung requests first, or Shutdown would wait for them.
+	fake.Close()
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(shutdownCtx); err != nil {
+		fmt.Fprintln(stderr, "fakecloud: shutdown:", err)
+		return 1
+	}
+	return 0
+}
+
+// keysView is the /admin/keys body.
+type keysView struct {
+	Sesterce []cloudtest.SesterceKey `json:"sesterce"`
+	Gcore    []cloudtest.GcoreKey    `json:"gcore"`
+}
+
+// newMux serves the admin endpoints beside the fake APIs.
+func newMux(fake *cloudtest.Server, log *slog.Logger) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /admin/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	mux.HandleFunc("GET /admin/keys", func(w http.ResponseWriter, _ *http.Request) {
+		v := keysView{Sesterce: fake.SesterceKeys(), Gcore: []cloudtest.GcoreKey{}}
+		if v.Sesterce == nil {
+			v.Sesterce = []cloudtest.SesterceKey{}
+		}
+		for _, p := range fake.GcoreProjects() {
+			v.Gcore = append(v.Gcore, fake.GcoreKeys(p)...)
+		}
+		writeJSON(w, http.StatusOK, v)
+	})
+	mux.HandleFunc("GET /admin/faults", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, nonNil(fake.Faults()))
+	})
+	mux.HandleFunc("POST /admin/faults", func(w http.ResponseWriter, r *http.Request) {
+		var faults []cloudtest.Fault
+		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20)).Decode(&faults); err != nil {
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "decode faults: " + err.Error()})
+			return
+		}
+		if err := fake.SetFaults(faults); err != nil {
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
+			return
+		}
+		log.Info("fault rules replaced", "count", len(faults))
+		writeJSON(w, http.StatusOK, nonNil(fake.Faults()))
+	})
+	mux.HandleFunc("POST /admin/release-hangs", func(w http.ResponseWriter, _ *http.Request) {
+		fake.ReleaseHangs()
+		w.WriteHeader(http.StatusNoContent)
+	})
+	mux.HandleFunc("GET /admin/requests", func(w http.ResponseWriter, _ *http.Request) {
+		counts := map[string]int{}
+		for _, route := range append([]string{cloudtest.RouteAll}, cloudtest.Routes...) {
+			counts[route] = fake.Requests(route)
+		}
+		writeJSON(w, http.StatusOK, counts)
+	})
+	mux.Handle("/", fake)
+	return mux
+}
+
+func nonNil(fs []cloudtest.Fault) []cloudtest.Fault {
+	if fs == nil {
+		return []cloudtest.Fault{}
+	}
+	return fs
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}

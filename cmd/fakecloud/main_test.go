@@ -1,0 +1,254 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// start runs fakecloud on a free port and returns its URL; the server stops
+// (and must exit 0) when the test ends.
+func start(t *testing.T, env map[string]string, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	pr, pw := io.Pipe()
+	code := make(chan int, 1)
+	go func() {
+		code <- run(ctx, append([]string{"-listen", "127.0.0.1:0"}, args...), pw, io.Discard, func(k string) string { return env[k] })
+		_ = pw.Close()
+	}()
+	line, err := bufio.NewReader(pr).ReadString('\n')
+	if err != nil {
+		cancel()
+		t.Fatalf("read first line: %v (exit %d)", err, <-code)
+	}
+	go func() { _, _ = io.Copy(io.Discard, pr) }()
+	url, ok := strings.CutPrefix(strings.TrimSpace(line), "listening on ")
+	if !ok || !strings.HasPrefix(url, "http://127.0.0.1:") || strings.HasSuffix(url, ":0") {
+		t.Fatalf("first line %q, want listening on http://127.0.0.1:<port>", line)
+	}
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case c := <-code:
+			if c != 0 {
+				t.Errorf("exit code %d after SIGTERM-equivalent, want 0", c)
+			}
+		case <-time.After(10 * time.Second):
+			t.Error("fakecloud did not stop")
+		}
+	})
+	return url
+}
+
+func do(t *testing.T, method, url string, header map[string]string, body string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(t.Context(), method, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range header {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, string(b)
+}
+
+const testPub = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIIjxL6g1II8NsO8odvBwGKvq2Dx/h/xrvsV9b9LVIYKm demo@host"
+
+func TestRun_AdminKeys(t *testing.T) {
+	url := start(t, map[string]string{"FAKECLOUD_SESTERCE_KEY": "s-env", "FAKECLOUD_GCORE_KEY": "g-env"})
+	sesterce := map[string]string{"x-api-key": "s-env"}
+	gcore := map[string]string{"Authorization": "APIKey g-env"}
+
+	if code, body := do(t, "GET", url+"/admin/healthz", nil, ""); code != 200 || !strings.Contains(body, `"ok"`) {
+		t.Errorf("healthz: %d %s", code, body)
+	}
+	if code, body := do(t, "GET", url+"/admin/keys", nil, ""); code != 200 || strings.Join(strings.Fields(body), "") != `{"sesterce":[],"gcore":[]}` {
+		t.Errorf("empty keys view: %d %s, want empty lists", code, body)
+	}
+	if code, body := do(t, "POST", url+"/gpu-cloud/ssh-keys", sesterce, fmt.Sprintf(`{"name":"s1","publicKey":%q}`, testPub)); code != 201 {
+		t.Fatalf("sesterce create with the env key: %d %s", code, body)
+	}
+	if code, body := do(t, "POST", url+"/cloud/v1/ssh_keys/12", gcore, `{"name":"g1"}`); code != 201 {
+		t.Fatalf("gcore create with the env key: %d %s", code, body)
+	}
+	_, created := do(t, "POST", url+"/cloud/v1/ssh_keys/34", gcore, `{"name":"generated"}`)
+	var gen struct {
+		PrivateKey string `json:"private_key"`
+	}
+	if err := json.Unmarshal([]byte(created), &gen); err != nil || !strings.Contains(gen.PrivateKey, "OPENSSH PRIVATE KEY") {
+		t.Fatalf("server-side generation returned %s", created)
+	}
+
+	code, body := do(t, "GET", url+"/admin/keys", nil, "")
+	var view struct {
+		Sesterce []struct {
+			Name      string `json:"name"`
+			PublicKey string `json:"public_key"`
+		} `json:"sesterce"`
+		Gcore []struct {
+			Name      string `json:"name"`
+			ProjectID int64  `json:"project_id"`
+		} `json:"gcore"`
+	}
+	if err := json.Unmarshal([]byte(body), &view); code != 200 || err != nil {
+		t.Fatalf("keys view: %d %v %s", code, err, body)
+	}
+	if len(view.Sesterce) != 1 || view.Sesterce[0].Name != "s1" || view.Sesterce[0].PublicKey != testPub {
+		t.Errorf("sesterce keys %+v, want s1 with its public key", view.Sesterce)
+	}
+	if len(view.Gcore) != 2 || view.Gcore[0].ProjectID != 12 || view.Gcore[1].ProjectID != 34 {
+		t.Errorf("gcore keys %+v, want g1 in project 12 and generated in 34", view.Gcore)
+	}
+	lines := strings.Split(strings.TrimSpace(gen.PrivateKey), "\n")
+	for _, l := range lines[2 : len(lines)-1] {
+		if strings.Contains(body, l) || strings.Contains(body, "PRIVATE") {
+			t.Fatal("the keys view shows a private key")
+		}
+	}
+}
+
+func TestRun_AdminFaults(t *testing.T) {
+	url := start(t, nil)
+	sesterce := map[string]string{"x-api-key": "fake-sesterce-key"}
+
+	rules := `[{"route":"GET /gpu-cloud/ssh-keys","kind":"status","status":502,"count":1},{"route":"*","kind":"latency","delay":"1ms"}]`
+	if code, body := do(t, "POST", url+"/admin/faults", nil, rules); code != 200 || !strings.Contains(body, `"status": 502`) {
+		t.Fatalf("set faults: %d %s", code, body)
+	}
+	if code, body := do(t, "GET", url+"/gpu-cloud/ssh-keys", sesterce, ""); code != 502 {
+		t.Errorf("first list after the rule: %d %s, want 502", code, body)
+	}
+	if code, body := do(t, "GET", url+"/gpu-cloud/ssh-keys", sesterce, ""); code != 200 {
+		t.Errorf("second list: %d %s, want 200 once the count is spent", code, body)
+	}
+	if code, body := do(t, "GET", url+"/admin/faults", nil, ""); code != 200 || strings.Contains(body, "502") || !strings.Contains(body, "latency") {
+		t.Errorf("rules in force: %d %s, want only the latency rule", code, body)
+	}
+	for _, bad := range []string{`{"route":"*"}`, `[{"route":"*","kind":"explode"}]`, `[{"route":"*","kind":"drop","typo":1}]`} {
+		if code, body := do(t, "POST", url+"/admin/faults", nil, bad); code != 400 || !strings.Contains(body, "error") {
+			t.Errorf("set faults %s: %d %s, want 400 with an error", bad, code, body)
+		}
+	}
+	if code, body := do(t, "POST", url+"/admin/faults", nil, `[]`); code != 200 || strings.TrimSpace(body) != "[]" {
+		t.Errorf("clear faults: %d %s", code, body)
+	}
+	if code, body := do(t, "GET", url+"/admin/requests", nil, ""); code != 200 || !strings.Contains(body, `"GET /gpu-cloud/ssh-keys": 2`) {
+		t.Errorf("request counts: %d %s, want 2 sesterce lists", code, body)
+	}
+}
+
+func TestRun_FlagFaults(t *testing.T) {
+	url := start(t, nil, "-sesterce-key", "flag-key", "-error-rate", "1", "-error-status", "500")
+	code, body := do(t, "GET", url+"/gpu-cloud/ssh-keys", map[string]string{"x-api-key": "flag-key"}, "")
+	if code != 500 || !strings.Contains(body, `"statusCode":500`) {
+		t.Errorf("with -error-rate 1: %d %s, want a Sesterce-shaped 500", code, body)
+	}
+}
+
+func TestRun_HangReleasedOnStop(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	pr, pw := io.Pipe()
+	code := make(chan int, 1)
+	go func() {
+		code <- run(ctx, []string{"-listen", "127.0.0.1:0", "-hang-rate", "1"}, pw, io.Discard, func(string) string { return "" })
+	}()
+	line, err := bufio.NewReader(pr).ReadString('\n')
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := strings.TrimPrefix(strings.TrimSpace(line), "listening on ")
+	done := make(chan error, 1)
+	go func() {
+		resp, err := http.Get(url + "/gpu-cloud/ssh-keys")
+		if err == nil {
+			resp.Body.Close()
+		}
+		done <- err
+	}()
+	// Wait until the request is held, then stop: the hung request must not
+	// keep the process alive.
+	for {
+		_, body := do(t, "GET", url+"/admin/requests", nil, "")
+		if strings.Contains(body, `"GET /gpu-cloud/ssh-keys": 1`) {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	cancel()
+	select {
+	case c := <-code:
+		if c != 0 {
+			t.Errorf("exit code %d, want 0", c)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("fakecloud did not stop while a request hung")
+	}
+	<-done
+}
+
+func TestParseFlags(t *testing.T) {
+	tests := []struct {
+		name    string
+		args    []string
+		env     map[string]string
+		wantErr bool
+		check   func(t *testing.T, c config)
+	}{
+		{name: "env keys", env: map[string]string{"FAKECLOUD_SESTERCE_KEY": "s", "FAKECLOUD_GCORE_KEY": "g"}, check: func(t *testing.T, c config) {
+			if c.sesterceKey.Reveal() != "s" || c.gcoreKey.Reveal() != "g" {
+				t.Errorf("keys %q %q, want the env values", c.sesterceKey.Reveal(), c.gcoreKey.Reveal())
+			}
+		}},
+		{name: "flag beats env", args: []string{"-gcore-key", "flag"}, env: map[string]string{"FAKECLOUD_GCORE_KEY": "env"}, check: func(t *testing.T, c config) {
+			if c.gcoreKey.Reveal() != "flag" {
+				t.Errorf("gcore key %q, want flag", c.gcoreKey.Reveal())
+			}
+		}},
+		{name: "rates become rules in order", args: []string{"-error-rate", "0.1", "-rate-limit-rate", "0.05", "-hang-rate", "0.01", "-retry-after", "3s"}, check: func(t *testing.T, c config) {
+			fs := c.faults()
+			if len(fs) != 3 || fs[0].Kind != "status" || fs[0].Status != 503 || fs[1].Kind != "rate_limit" || fs[1].RetryAfter != 3*time.Second || fs[2].Kind != "hang" || fs[2].Rate != 0.01 {
+				t.Errorf("faults %+v", fs)
+			}
+		}},
+		{name: "no rates no rules", check: func(t *testing.T, c config) {
+			if fs := c.faults(); len(fs) != 0 {
+				t.Errorf("faults %+v, want none", fs)
+			}
+		}},
+		{name: "unknown flag", args: []string{"-nope"}, wantErr: true},
+		{name: "stray argument", args: []string{"extra"}, wantErr: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := parseFlags(tt.args, io.Discard, func(k string) string { return tt.env[k] })
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("parseFlags() error = %v, wantErr %v", err, tt.wantErr)
+			}
+			if tt.check != nil {
+				tt.check(t, c)
+			}
+		})
+	}
+}
+
+func TestRun_InvalidRate(t *testing.T) {
+	if code := run(t.Context(), []string{"-listen", "127.0.0.1:0", "-error-rate", "2"}, io.Discard, io.Discard, func(string) string { return "" }); code != 2 {
+		t.Errorf("exit code %d for -error-rate 2, want 2", code)
+	}
+}
