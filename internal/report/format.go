@@ -1,0 +1,385 @@
+package report
+
+import (
+	"encoding/csv"
+	"encoding/json"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/rotatord/rotatord/internal/rotate"
+)
+
+// Output formats accepted by Write.
+const (
+	FormatTable    = "table"
+	FormatJSON     = "json"
+	FormatCSV      = "csv"
+	FormatMarkdown = "markdown"
+)
+
+// Formats returns the formats Write accepts, the default first.
+func Formats() []string {
+	return []string{FormatTable, FormatJSON, FormatCSV, FormatMarkdown}
+}
+
+// Write renders the report in format:
+//
+//   - table: aligned columns for a terminal, human ages (87d), times in
+//     RFC 3339 UTC, then a summary line and any warnings.
+//   - json: the indented document of DESIGN.md §8, for tools.
+//   - csv: a header row and one record per key, for spreadsheets; warnings
+//     are left out so that every line parses as a record.
+//   - markdown: a GitHub-flavoured table with the summary and warnings, for
+//     tickets and pull requests.
+func (r *Report) Write(w io.Writer, format string) error {
+	var err error
+	switch format {
+	case FormatTable:
+		err = r.writeTable(w)
+	case FormatJSON:
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		err = enc.Encode(r)
+	case FormatCSV:
+		err = r.writeCSV(w)
+	case FormatMarkdown:
+		err = r.writeMarkdown(w)
+	default:
+		return fmt.Errorf("write report: unknown format %q (want one of %s)", format, strings.Join(Formats(), ", "))
+	}
+	if err != nil {
+		return fmt.Errorf("write %s report: %w", format, err)
+	}
+	return nil
+}
+
+// Failing reports whether the report should fail a CI or cron gate
+// (-fail-on overdue): some key is overdue or failing, or some policy is
+// failing even though it has no key to show it on.
+func (r *Report) Failing() bool {
+	for _, k := range r.Keys {
+		if k.Status == StatusOverdue || k.Status == StatusFailing {
+			return true
+		}
+	}
+	for _, p := range r.Policies {
+		if p.Failing {
+			return true
+		}
+	}
+	return false
+}
+
+// digestLimit caps the keys a digest lists, so that a fleet-wide outage
+// still fits one Slack message.
+const digestLimit = 20
+
+// Digest is the short text of the weekly Slack digest: the counts per
+// status, then the overdue and failing keys by policy, key name and age.
+func (r *Report) Digest() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "Key compliance report, %s\n%s.\n", r.GeneratedAt.UTC().Format(time.DateOnly), r.summaryLine())
+	var bad []Row
+	for _, k := range r.Keys {
+		if k.Status == StatusOverdue || k.Status == StatusFailing {
+			bad = append(bad, k)
+		}
+	}
+	var keyless []string
+	for _, p := range r.Policies {
+		if p.Failing && !r.hasKeyOf(p.Name) {
+			keyless = append(keyless, p.Name)
+		}
+	}
+	if len(bad) == 0 && len(keyless) == 0 {
+		b.WriteString("No key is overdue or failing.\n")
+	}
+	if len(bad) > 0 {
+		b.WriteString("Overdue or failing:\n")
+		for i, k := range bad {
+			if i == digestLimit {
+				fmt.Fprintf(&b, "• …and %d more\n", len(bad)-digestLimit)
+				break
+			}
+			fmt.Fprintf(&b, "• %s: %s, %s, %s old\n", clean(k.Policy), clean(keyLabel(k)), k.Status, age(k))
+		}
+	}
+	if len(keyless) > 0 {
+		fmt.Fprintf(&b, "Failing with no active key: %s\n", clean(strings.Join(keyless, ", ")))
+	}
+	if n := len(r.Warnings); n > 0 {
+		fmt.Fprintf(&b, "%d warning(s): run `rotatord report` for details.\n", n)
+	}
+	return b.String()
+}
+
+func (r *Report) hasKeyOf(policy string) bool {
+	for _, k := range r.Keys {
+		if k.Policy == policy {
+			return true
+		}
+	}
+	return false
+}
+
+// summaryLine is "9 keys: 2 ok, 1 due, ..." with only the statuses present.
+func (r *Report) summaryLine() string {
+	parts := make([]string, 0, len(statuses))
+	for _, s := range statuses {
+		if n := r.Summary[s]; n > 0 {
+			parts = append(parts, fmt.Sprintf("%d %s", n, s))
+		}
+	}
+	line := fmt.Sprintf("%d key", len(r.Keys))
+	if len(r.Keys) != 1 {
+		line += "s"
+	}
+	if len(parts) > 0 {
+		line += ": " + strings.Join(parts, ", ")
+	}
+	return line
+}
+
+// MarshalJSON writes zero times as null rather than Go's year 1, which
+// tools would take for a real date. Unmarshalling needs no counterpart:
+// time.Time reads null as the zero time.
+func (r Row) MarshalJSON() ([]byte, error) {
+	return json.Marshal(jsonRow{
+		Policy: r.Policy, Provider: r.Provider, ProjectID: r.ProjectID, KeyID: r.KeyID,
+		KeyName: r.KeyName, Fingerprint: r.Fingerprint, CreatedAt: timePtr(r.CreatedAt),
+		AgeSeconds: r.AgeSeconds, MaxAgeSeconds: r.MaxAgeSeconds, Status: r.Status,
+		Default: r.Default, LastRotation: timePtr(r.LastRotation), NextRotation: timePtr(r.NextRotation),
+	})
+}
+
+// jsonRow is Row as written: the same fields in the same order, with
+// nullable times.
+type jsonRow struct {
+	Policy        string     `json:"policy"`
+	Provider      string     `json:"provider"`
+	ProjectID     int64      `json:"project_id"`
+	KeyID         string     `json:"key_id"`
+	KeyName       string     `json:"key_name"`
+	Fingerprint   string     `json:"fingerprint"`
+	CreatedAt     *time.Time `json:"created_at"`
+	AgeSeconds    int64      `json:"age_seconds"`
+	MaxAgeSeconds int64      `json:"max_age_seconds"`
+	Status        string     `json:"status"`
+	Default       bool       `json:"default"`
+	LastRotation  *time.Time `json:"last_rotation"`
+	NextRotation  *time.Time `json:"next_rotation"`
+}
+
+func timePtr(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	t = t.UTC()
+	return &t
+}
+
+// columns of the human formats: what an operator scans first on the left,
+// the long identifiers on the right where a narrow terminal cuts them.
+var columns = []struct {
+	table, markdown string
+	cell            func(Row) string
+}{
+	{"POLICY", "Policy", func(k Row) string { return k.Policy }},
+	{"PROVIDER", "Provider", func(k Row) string { return k.Provider }},
+	{"PROJECT", "Project", func(k Row) string { return project(k.ProjectID) }},
+	{"KEY_NAME", "Key name", func(k Row) string { return k.KeyName }},
+	{"STATUS", "Status", func(k Row) string { return k.Status }},
+	{"AGE", "Age", age},
+	{"MAX_AGE", "Max age", func(k Row) string { return ageOf(k.MaxAgeSeconds) }},
+	{"DEFAULT", "Default", func(k Row) string { return yesNo(k.Default) }},
+	{"CREATED", "Created", func(k Row) string { return stamp(k.CreatedAt) }},
+	{"LAST_ROTATION", "Last rotation", func(k Row) string { return stamp(k.LastRotation) }},
+	{"NEXT_ROTATION", "Next rotation", func(k Row) string { return stamp(k.NextRotation) }},
+	{"KEY_ID", "Key ID", func(k Row) string { return k.KeyID }},
+	{"FINGERPRINT", "Fingerprint", func(k Row) string { return k.Fingerprint }},
+}
+
+func (r *Report) writeTable(w io.Writer) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	cells := make([]string, len(columns))
+	for i, c := range columns {
+		cells[i] = c.table
+	}
+	if _, err := io.WriteString(tw, strings.Join(cells, "\t")+"\n"); err != nil {
+		return err
+	}
+	for _, k := range r.Keys {
+		for i, c := range columns {
+			cells[i] = orDash(clean(c.cell(k)))
+		}
+		if _, err := io.WriteString(tw, strings.Join(cells, "\t")+"\n"); err != nil {
+			return err
+		}
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "\n%s (generated %s)\n", r.summaryLine(), stamp(r.GeneratedAt))
+	for _, m := range r.Warnings {
+		fmt.Fprintf(&b, "warning: %s\n", clean(m))
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+func (r *Report) writeCSV(w io.Writer) error {
+	cw := csv.NewWriter(w)
+	if err := cw.Write([]string{
+		"policy", "provider", "project_id", "key_id", "key_name", "fingerprint", "created_at",
+		"age_seconds", "max_age_seconds", "status", "default", "last_rotation", "next_rotation",
+	}); err != nil {
+		return err
+	}
+	for _, k := range r.Keys {
+		if err := cw.Write([]string{
+			k.Policy, k.Provider, strconv.FormatInt(k.ProjectID, 10), k.KeyID, k.KeyName, k.Fingerprint,
+			stamp(k.CreatedAt), strconv.FormatInt(k.AgeSeconds, 10), strconv.FormatInt(k.MaxAgeSeconds, 10),
+			k.Status, strconv.FormatBool(k.Default), stamp(k.LastRotation), stamp(k.NextRotation),
+		}); err != nil {
+			return err
+		}
+	}
+	cw.Flush()
+	return cw.Error()
+}
+
+func (r *Report) writeMarkdown(w io.Writer) error {
+	rows := make([][]string, 0, len(r.Keys)+1)
+	head := make([]string, len(columns))
+	for i, c := range columns {
+		head[i] = c.markdown
+	}
+	rows = append(rows, head)
+	for _, k := range r.Keys {
+		cells := make([]string, len(columns))
+		for i, c := range columns {
+			v := clean(c.cell(k))
+			switch {
+			case v == "":
+			case c.table == "KEY_ID" || c.table == "FINGERPRINT":
+				// Backslash escapes are literal inside a code span; only
+				// the pipe, which GFM splits cells on first, needs one.
+				v = "`" + mdCode(v) + "`"
+			default:
+				v = mdEscape(v)
+			}
+			if c.table == "STATUS" && (k.Status == StatusOverdue || k.Status == StatusFailing) {
+				v = "**" + v + "**"
+			}
+			cells[i] = v
+		}
+		rows = append(rows, cells)
+	}
+	width := make([]int, len(columns))
+	for _, row := range rows {
+		for i, v := range row {
+			width[i] = max(width[i], utf8.RuneCountInString(v), 3)
+		}
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "# Key compliance report\n\nGenerated %s.\n\n", stamp(r.GeneratedAt))
+	line := func(cells []string) {
+		b.WriteString("|")
+		for i, v := range cells {
+			b.WriteString(" " + v + strings.Repeat(" ", width[i]-utf8.RuneCountInString(v)) + " |")
+		}
+		b.WriteString("\n")
+	}
+	line(rows[0])
+	rule := make([]string, len(columns))
+	for i := range rule {
+		rule[i] = strings.Repeat("-", width[i])
+	}
+	line(rule)
+	for _, row := range rows[1:] {
+		line(row)
+	}
+	fmt.Fprintf(&b, "\n**%s**\n", r.summaryLine())
+	if len(r.Warnings) > 0 {
+		b.WriteString("\n## Warnings\n\n")
+		for _, m := range r.Warnings {
+			fmt.Fprintf(&b, "- %s\n", mdEscape(clean(m)))
+		}
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+func keyLabel(k Row) string {
+	if k.KeyName != "" {
+		return k.KeyName
+	}
+	return k.KeyID
+}
+
+func age(k Row) string {
+	if k.CreatedAt.IsZero() {
+		return ""
+	}
+	return rotate.FormatAge(time.Duration(k.AgeSeconds) * time.Second)
+}
+
+func ageOf(secs int64) string {
+	if secs == 0 {
+		return ""
+	}
+	return rotate.FormatAge(time.Duration(secs) * time.Second)
+}
+
+func project(id int64) string {
+	if id == 0 {
+		return ""
+	}
+	return strconv.FormatInt(id, 10)
+}
+
+func stamp(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.UTC().Format(time.RFC3339)
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// clean replaces control characters, which an unmanaged key's name (chosen
+// by whoever uploaded it) could use to break a table or send escape
+// sequences to the operator's terminal.
+func clean(s string) string {
+	return strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return '?'
+		}
+		return r
+	}, s)
+}
+
+// mdEscape keeps cell text from closing the cell or turning into markup.
+var mdEscape = strings.NewReplacer(`|`, `\|`, "`", "\\`", `*`, `\*`, `_`, `\_`, `<`, `&lt;`).Replace
+
+// mdCode prepares text for a code span inside a table cell.
+var mdCode = strings.NewReplacer(`|`, `\|`, "`", "'").Replace
