@@ -39,13 +39,7 @@ func TestMain(m *testing.M) {
 
 func sharedServer(t *testing.T) *vaulttest.Server {
 	t.Helper()
-	if sharedErr != nil {
-		if errors.Is(sharedErr, vaulttest.ErrNoBinary) && os.Getenv("CI") != "true" {
-			t.Skipf("%v", sharedErr)
-		}
-		t.Fatalf("shared vault: %v", sharedErr)
-	}
-	return shared
+	return vaulttest.Shared(t, shared, sharedErr)
 }
 
 // testPath is a path of the test's own under ssh/.

@@ -7,18 +7,23 @@
 // A package whose tests need speed more than isolation may share one server
 // started from TestMain, each test using its own paths under the mount:
 //
-//	var vaultSrv *vaulttest.Server
+//	var (
+//		vaultSrv *vaulttest.Server
+//		vaultErr error
+//	)
 //
 //	func TestMain(m *testing.M) {
-//		srv, err := vaulttest.StartMain()
-//		if err != nil {
-//			fmt.Fprintln(os.Stderr, err) // ErrNoBinary: run `make vault`
-//			os.Exit(1)
-//		}
-//		vaultSrv = srv
+//		vaultSrv, vaultErr = vaulttest.StartMain()
 //		code := m.Run()
-//		srv.Stop()
+//		if vaultSrv != nil {
+//			vaultSrv.Stop()
+//		}
 //		os.Exit(code)
+//	}
+//
+//	func TestSomething(t *testing.T) {
+//		srv := vaulttest.Shared(t, vaultSrv, vaultErr)
+//		...
 //	}
 //
 // The binary is looked up in this order: $ROTATORD_VAULT_BIN, <repo root>/bin/vault
@@ -112,6 +117,22 @@ func StartMain() (*Server, error) {
 	return startBinary(bin)
 }
 
+// Shared returns the server that StartMain started for the package. Like
+// Start, it skips t (fails it under CI=true) when StartMain found no binary,
+// and fails t when the server did not start.
+func Shared(t testing.TB, s *Server, startErr error) *Server {
+	t.Helper()
+	switch {
+	case errors.Is(startErr, ErrNoBinary) && os.Getenv("CI") != "true":
+		t.Skipf("vaulttest: %v", startErr)
+	case startErr != nil:
+		t.Fatalf("vaulttest: %v", startErr)
+	case s == nil:
+		t.Fatal("vaulttest: Shared without a server; call StartMain from TestMain")
+	}
+	return s
+}
+
 func startBinary(bin string) (*Server, error) {
 	var lastErr error
 	// A free port can be taken by another process between the probe and
@@ -203,6 +224,7 @@ func (s *Server) Client(t testing.TB) *api.Client {
 		t.Fatalf("vaulttest: client config: %v", cfg.Error)
 	}
 	cfg.Address = s.Addr
+	cfg.AgentAddress = ""
 	cfg.MaxRetries = 0
 	cfg.Timeout = 10 * time.Second
 	c, err := api.NewClient(cfg)
@@ -210,7 +232,7 @@ func (s *Server) Client(t testing.TB) *api.Client {
 		t.Fatalf("vaulttest: new client: %v", err)
 	}
 	c.SetToken(s.RootToken.Reveal())
-	c.SetNamespace("")
+	c.ClearNamespace()
 	return c
 }
 
