@@ -146,7 +146,8 @@ func cmdRotate(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		}
 		return printResults(stdout, results)
 	}
-	app, err := openApp(ctx, *config, daemon.Options{Version: version, Logger: newLogger(stderr, logLevel())})
+	log := newLogger(stderr, logLevel())
+	app, err := openApp(ctx, *config, daemon.Options{Version: version, Logger: log, Hook: crashHook(log), BackoffBase: envDuration("ROTATORD_BACKOFF_BASE")})
 	if err != nil {
 		return err
 	}
