@@ -66,6 +66,9 @@ func TestParse_document(t *testing.T) {
 		{"approle keys with token auth", "vault:\n  address: https://v:8200\n  auth: {role_id_file: /etc/r}\n" + head[strings.Index(head, "providers"):] +
 			"policies: [{name: a, provider: sesterce-prod, vault_path: a}]\n", []string{
 			`x.yaml:3: vault.auth.role_id_file: only used with method approle (method is token)`}},
+		{"an unknown key type is the only complaint", head + "policies:\n  - {name: a, provider: sesterce-prod, vault_path: a, key: {type: dsa, bits: 1024}}\n", []string{
+			`x.yaml:5: policy "a": key.type: must be ed25519, rsa or ecdsa (got "dsa")`,
+			`x.yaml:5: policy "a": key.bits: must be 3072 or 4096 (got "1024")`}},
 		{"defaults name", head + "defaults: {name: x}\npolicies: [{name: a, provider: sesterce-prod, vault_path: a}]\n", []string{
 			`x.yaml:4: defaults.name: every policy has its own name; it cannot be defaulted`}},
 		{"notify channel without slack", head + "policies:\n  - {name: a, provider: sesterce-prod, vault_path: a, notify: {channel: \"#x\"}}\n", []string{

@@ -429,3 +429,21 @@ func TestLoad_missingFile(t *testing.T) {
 		t.Errorf("err = %q, want %q", err, want)
 	}
 }
+
+// policies.example.yaml is the reference: every key the parser knows is
+// shown there, set or commented out.
+func TestLoad_exampleDocumentsEveryKey(t *testing.T) {
+	b, err := os.ReadFile("../policies.example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(b)
+	for _, keys := range [][]string{topKeys, vaultKeys, authKeys, slackKeys, reportKeys, providerKeys, policyKeys, keySpecKeys, notifyKeys,
+		{"path", "socket", "listen"}} {
+		for _, k := range keys {
+			if !strings.Contains(text, " "+k+":") && !strings.Contains(text, "\n"+k+":") {
+				t.Errorf("policies.example.yaml does not show %s", k)
+			}
+		}
+	}
+}

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -272,13 +273,13 @@ func (p *parser) resolve(rp, defs rawPolicy, w where, slack *SlackConfig, provTy
 	switch {
 	case pol.Key.Type == KeyRSA:
 		pol.Key.Bits = int(pick(rp.keyBits, defs.keyBits).or(DefaultRSABits))
-	case rp.keyBits.own():
+	case rp.keyBits.own() && !keyType.bad:
 		p.gotf(rp.keyBits.line, w, "key.bits", rp.keyBits.raw, "only for type %s (type is %s)", KeyRSA, pol.Key.Type)
 	}
 	switch {
 	case pol.Key.Type == KeyECDSA:
 		pol.Key.Curve = pick(rp.keyCurve, defs.keyCurve).or(DefaultCurve)
-	case rp.keyCurve.own():
+	case rp.keyCurve.own() && !keyType.bad:
 		p.gotf(rp.keyCurve.line, w, "key.curve", rp.keyCurve.raw, "only for type %s (type is %s)", KeyECDSA, pol.Key.Type)
 	}
 	pol.Key.Generate = GenerateLocal
@@ -357,7 +358,9 @@ func (p *parser) resolve(rp, defs rawPolicy, w where, slack *SlackConfig, provTy
 	if channel.own() && slack == nil {
 		p.gotf(channel.line, w, "notify.channel", channel.raw, "no slack section is configured, so nothing would be sent")
 	}
-	pol.Notify.On = pick(rp.on, defs.on).or(Events())
+	// A copy, so that policies sharing the defaults' list do not share
+	// its backing array.
+	pol.Notify.On = slices.Clone(pick(rp.on, defs.on).or(Events()))
 
 	return resolved{Policy: pol, w: w, name: rp.name.src, vaultPath: rp.vaultPath.src, namePrefix: prefix.src, makeDf: makeDefault.src}
 }
