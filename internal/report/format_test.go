@@ -68,6 +68,13 @@ func TestReport_Digest(t *testing.T) {
 			t.Errorf("Digest() = %q, want %q", got, want)
 		}
 	})
+	t.Run("failing policy without an active key", func(t *testing.T) {
+		r := &Report{GeneratedAt: now, Keys: []Row{{Policy: "p", KeyName: "p-20260101T000000", Status: StatusRetiring}},
+			Policies: []PolicyInfo{{Name: "p", Failing: true}, {Name: "q"}}}
+		if d := r.Digest(); !strings.Contains(d, "Failing with no active key: p\n") || strings.Contains(d, "No key is overdue") {
+			t.Errorf("digest does not name the failing policy:\n%s", d)
+		}
+	})
 	t.Run("long list is capped", func(t *testing.T) {
 		r := &Report{GeneratedAt: now}
 		for range digestLimit + 5 {
@@ -125,6 +132,59 @@ func TestReport_WriteJSON(t *testing.T) {
 	}
 	if !slices.EqualFunc(back.Keys, r.Keys, rowEqual) || back.Failing() != r.Failing() || !slices.Equal(back.Warnings, r.Warnings) {
 		t.Errorf("report changed in a JSON round trip:\n got %+v\nwant %+v", back.Keys, r.Keys)
+	}
+}
+
+// TestReport_WriteJSONStreams: the streamed document is byte for byte what
+// encoding/json makes of the Report, whatever its shape.
+func TestReport_WriteJSONStreams(t *testing.T) {
+	full := newFixture(t).generate(t)
+	tests := []struct {
+		name string
+		r    *Report
+	}{
+		{"fixture", full},
+		{"zero report", &Report{}},
+		{"no keys", &Report{GeneratedAt: now, Keys: []Row{}, Summary: map[string]int{"ok": 0}}},
+		{"one key, no warnings", &Report{GeneratedAt: now, Keys: full.Keys[:1], Summary: full.Summary, Policies: full.Policies}},
+		{"html in names", &Report{GeneratedAt: now, Keys: []Row{{KeyName: "<a&b>", Status: StatusUnmanaged}}, Warnings: []string{"x < y"}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var want bytes.Buffer
+			enc := json.NewEncoder(&want)
+			enc.SetIndent("", "  ")
+			if err := enc.Encode(tt.r); err != nil {
+				t.Fatal(err)
+			}
+			var got bytes.Buffer
+			if err := tt.r.Write(&got, FormatJSON); err != nil {
+				t.Fatal(err)
+			}
+			if got.String() != want.String() {
+				t.Errorf("streamed JSON differs from encoding/json:\n--- got\n%s\n--- want\n%s", got.String(), want.String())
+			}
+		})
+	}
+}
+
+func TestAppendJSONString(t *testing.T) {
+	for _, s := range []string{
+		"", "gpu-team-20260101T000000", "SHA256:ab+/c=", `quote " and \\`, "<script>&", "tab\tnl\n\x00\x1f\x7f",
+		"naïve ключ 🔑", "line\u2028sep", "bad \xff utf8",
+	} {
+		want, err := json.Marshal(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := appendJSONString(nil, s); string(got) != string(want) {
+			t.Errorf("appendJSONString(%q) = %s, want %s", s, got, want)
+		}
+	}
+	ts := time.Date(2026, 5, 1, 12, 0, 0, 123456789, time.FixedZone("CEST", 7200))
+	want, _ := json.Marshal(ts.UTC())
+	if got := appendJSONTime(nil, ts); string(got) != string(want) {
+		t.Errorf("appendJSONTime = %s, want %s", got, want)
 	}
 }
 

@@ -140,10 +140,10 @@ type keyRef struct {
 	id string
 }
 
-// listing is the outcome of listing one account.
-type listing struct {
-	ok   bool
-	keys []cloud.Key
+// listedKey is a listed key and whether a state record claims it.
+type listedKey struct {
+	key     *cloud.Key
+	claimed bool
 }
 
 // Generate builds the report. A provider whose listing fails degrades that
@@ -199,10 +199,9 @@ type generator struct {
 	byAcct   map[account][]*policy.Policy
 	report   *Report
 
-	listings map[account]listing
-	// listed indexes every listed key; claimed marks those a record owns.
-	listed  map[keyRef]*cloud.Key
-	claimed map[keyRef]bool
+	listings map[account][]cloud.Key // accounts listed successfully
+	// listed indexes every listed key and marks those a record claims.
+	listed map[keyRef]listedKey
 
 	status     map[string]state.PolicyStatus
 	lastActive map[string]time.Time // newest ActivatedAt of an active key, per policy
@@ -212,7 +211,7 @@ type generator struct {
 
 // list lists every account concurrently and indexes the keys.
 func (g *generator) list(ctx context.Context, providers map[string]cloud.Provider) {
-	results := make([]listing, len(g.accounts))
+	results := make([][]cloud.Key, len(g.accounts))
 	errs := make([]error, len(g.accounts))
 	sem := make(chan struct{}, listConcurrency)
 	var wg sync.WaitGroup
@@ -230,23 +229,22 @@ func (g *generator) list(ctx context.Context, providers map[string]cloud.Provide
 				errs[i] = err
 				return
 			}
-			results[i] = listing{ok: true, keys: keys}
+			results[i] = keys
 		})
 	}
 	wg.Wait()
 
-	g.listings = make(map[account]listing, len(g.accounts))
-	g.listed = make(map[keyRef]*cloud.Key)
-	g.claimed = make(map[keyRef]bool)
+	g.listings = make(map[account][]cloud.Key, len(g.accounts))
+	g.listed = make(map[keyRef]listedKey)
 	for i, a := range g.accounts {
 		if errs[i] != nil {
 			g.warn("provider %s: list keys%s: %v; showing recorded keys only", a.provider, projectSuffix(a.project), errs[i])
 			continue
 		}
 		g.listings[a] = results[i]
-		for j := range results[i].keys {
-			k := &results[i].keys[j]
-			g.listed[keyRef{a, k.ID}] = k
+		for j := range results[i] {
+			k := &results[i][j]
+			g.listed[keyRef{a, k.ID}] = listedKey{key: k}
 		}
 	}
 }
@@ -296,21 +294,32 @@ func (g *generator) addRecord(rec state.KeyRecord) {
 	p := g.policies[rec.Policy]
 	a := account{rec.Provider, rec.ProjectID}
 	if a.provider == "" && p != nil {
-		// Older records may lack the account; the policy's is the one the
-		// key was made on unless the policy moved, which the name shows.
+		// A record written without its account: the policy's is the best
+		// guess.
 		a = account{p.Provider, p.ProjectID}
 	}
 	ref := keyRef{a, rec.KeyID}
-	pk := g.listed[ref]
-	if g.listed != nil {
+	lk, found := g.listed[ref]
+	if found && !lk.claimed {
 		// Any record, deleted ones included, claims its key: a key rotatord
 		// deleted but the provider still lists is not an orphan.
-		g.claimed[ref] = true
+		lk.claimed = true
+		g.listed[ref] = lk
 	}
+	pk := lk.key
 	_, listedOK := g.listings[a]
 
+	policyName := rec.Policy
+	if p != nil {
+		// Share the config's strings: with 100,000 rows, one copy per row
+		// of the policy and provider names adds up.
+		policyName = p.Name
+		if a.provider == p.Provider {
+			a.provider = p.Provider
+		}
+	}
 	row := Row{
-		Policy: rec.Policy, Provider: a.provider, ProjectID: a.project,
+		Policy: policyName, Provider: a.provider, ProjectID: a.project,
 		KeyID: rec.KeyID, KeyName: rec.Name, Fingerprint: rec.Fingerprint,
 		CreatedAt: rec.CreatedAt,
 	}
@@ -374,12 +383,8 @@ func (g *generator) addRecord(rec state.KeyRecord) {
 // listed once, so a key on an account several policies share shows once.
 func (g *generator) addUnrecorded() {
 	for _, a := range g.accounts {
-		l, ok := g.listings[a]
-		if !ok {
-			continue
-		}
-		for _, k := range l.keys {
-			if g.claimed[keyRef{a, k.ID}] {
+		for _, k := range g.listings[a] {
+			if g.listed[keyRef{a, k.ID}].claimed {
 				continue
 			}
 			row := Row{
