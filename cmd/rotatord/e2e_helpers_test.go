@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -217,6 +218,13 @@ func (e *env) startDaemon(extraEnv ...string) *daemon {
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
+	go func() {
+		select {
+		case <-d.done: // exited early: stop waiting for its socket
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
 	if err := control.Wait(ctx, e.socket()); err != nil {
 		e.t.Fatalf("daemon did not answer on its socket: %v\n%s", err, d.logs.String())
 	}
@@ -360,7 +368,25 @@ func (e *env) assertConverged(p policyYAML, when string) cloud.Key {
 	}
 	var active []state.KeyRecord
 	var open []state.Rotation
-	db, err := state.Open(e.statePath(), state.Options{ReadOnly: true})
+	db, err := state.Open(e.statePath(), state.Options{ReadOnly: true, Timeout: 100 * time.Millisecond})
+	if errors.Is(err, state.ErrLocked) {
+		// A daemon runs and holds the state: ask it.
+		st, err := control.NewClient(e.socket()).Status(context.Background())
+		if err != nil {
+			e.t.Fatalf("%s: status: %v", when, err)
+		}
+		for _, ps := range st.Policies {
+			if ps.Name == p.Name {
+				if ps.InFlight {
+					e.t.Fatalf("%s: %s: a rotation is still in flight", when, p.Name)
+				}
+				if ps.CurrentKeyID != "" {
+					active = append(active, state.KeyRecord{KeyID: ps.CurrentKeyID})
+				}
+			}
+		}
+		return e.checkActive(p, when, active, current)
+	}
 	if err != nil {
 		e.t.Fatalf("%s: open state: %v", when, err)
 	}
@@ -383,6 +409,13 @@ func (e *env) assertConverged(p policyYAML, when string) cloud.Key {
 	if len(open) != 0 {
 		e.t.Fatalf("%s: %s: %d rotations still open: %+v", when, p.Name, len(open), open)
 	}
+	return e.checkActive(p, when, active, current)
+}
+
+// checkActive: exactly one active key, on the provider, default where the
+// provider has one, and the one Vault holds at <vault_path>.
+func (e *env) checkActive(p policyYAML, when string, active []state.KeyRecord, current string) cloud.Key {
+	e.t.Helper()
 	if len(active) != 1 {
 		e.t.Fatalf("%s: %s: %d active key records, want 1", when, p.Name, len(active))
 	}

@@ -1,0 +1,240 @@
+package main_test
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/rotatord/rotatord/internal/cloud/cloudtest"
+	"github.com/rotatord/rotatord/internal/control"
+	"github.com/rotatord/rotatord/internal/state"
+)
+
+func TestDaemon_RotatesOnSchedule(t *testing.T) {
+	e := newEnv(t, cloudtest.Options{})
+	p := policyYAML{Name: "fast", Schedule: "@every 2s", MaxAge: "4s", RotateBefore: "3s", Grace: "1s"}
+	e.writeConfig([]policyYAML{p}, "")
+	d := e.startDaemon()
+	// Due 1s after creation, checked every 2s: a new key every 2-4 s.
+	eventually(t, 15*time.Second, "three scheduled rotations", func() bool { return d.logs.count(`"msg":"rotated"`) >= 3 })
+	eventually(t, 10*time.Second, "a retired key deleted by the sweep", func() bool {
+		return d.logs.count(`"msg":"deleted retired key"`) >= 1
+	})
+	d.signal(syscall.SIGTERM)
+	if code := d.wait(30 * time.Second); code != 0 {
+		t.Fatalf("exit %d after SIGTERM, want 0", code)
+	}
+	e.assertConverged(p, "after scheduled rotations")
+}
+
+func TestDaemon_SIGUSR1RotatesOncePerTriggerEvenDuringScheduledRun(t *testing.T) {
+	e := newEnv(t, cloudtest.Options{})
+	ps := []policyYAML{{Name: "a", Schedule: "@every 2s", Grace: "10m"}, {Name: "b", Gcore: true, Schedule: "@every 2s", Grace: "10m"}}
+	e.writeConfig(ps, "")
+	// The first scheduled run (no key yet) uploads slowly: it is in flight
+	// when SIGUSR1 arrives.
+	e.fake.Inject(cloudtest.Fault{Route: cloudtest.RouteSesterceCreate, Kind: cloudtest.FaultLatency, Delay: 1500 * time.Millisecond, Count: 1})
+	d := e.startDaemon()
+	eventually(t, 10*time.Second, "the scheduled rotation of a in flight", func() bool {
+		st, err := control.NewClient(e.socket()).Status(context.Background())
+		return err == nil && len(st.Policies) == 2 && st.Policies[0].InFlight
+	})
+	d.signal(syscall.SIGUSR1)
+	eventually(t, 20*time.Second, "4 rotations (2 scheduled + 2 by signal)", func() bool { return d.logs.count(`"msg":"rotated"`) >= 4 })
+	time.Sleep(4500 * time.Millisecond) // two more schedule ticks: keys are fresh, nothing may rotate
+	if n := d.logs.count(`"msg":"rotated"`); n != 4 {
+		t.Fatalf("%d rotations, want exactly 4: one per policy per trigger", n)
+	}
+	for _, p := range ps {
+		if n := len(e.managed(p)); n != 2 {
+			t.Errorf("%s: %d keys on the provider, want 2 (scheduled + signal)", p.Name, n)
+		}
+		e.assertConverged(p, "after SIGUSR1")
+	}
+}
+
+func TestDaemon_SIGHUPReload(t *testing.T) {
+	e := newEnv(t, cloudtest.Options{})
+	e.writeConfig([]policyYAML{{Name: "keep"}, {Name: "drop", Gcore: true}}, "")
+	d := e.startDaemon()
+	c := control.NewClient(e.socket())
+	names := func() string {
+		st, err := c.Status(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		var n []string
+		for _, p := range st.Policies {
+			n = append(n, p.Name)
+		}
+		return strings.Join(n, ",")
+	}
+	if got := names(); got != "keep,drop" {
+		t.Fatalf("policies = %s", got)
+	}
+	good, err := os.ReadFile(e.cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// A broken file: the daemon keeps running on the old config and says why.
+	broken := strings.Replace(string(good), `schedule: "@daily"`, `schedule: "* *"`, 1)
+	if err := os.WriteFile(e.cfgPath, []byte(broken), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d.signal(syscall.SIGHUP)
+	eventually(t, 10*time.Second, "the reload failure", func() bool {
+		st, err := c.Status(context.Background())
+		return err == nil && !st.LastReloadOK
+	})
+	st, _ := c.Status(context.Background())
+	if !strings.Contains(st.LastReloadErr, "policies.yaml:") || !strings.Contains(st.LastReloadErr, `policy "keep": schedule`) {
+		t.Errorf("reload error %q does not name file:line, policy and field", st.LastReloadErr)
+	}
+	if d.logs.count("reload failed; keeping the running config") != 1 {
+		t.Error("the failed reload was not logged")
+	}
+	if got := names(); got != "keep,drop" {
+		t.Fatalf("after a failed reload policies = %s, want the old ones", got)
+	}
+
+	// A good file adds and removes policies without a restart.
+	e.writeConfig([]policyYAML{{Name: "keep"}, {Name: "added", Gcore: true}}, "")
+	d.signal(syscall.SIGHUP)
+	eventually(t, 10*time.Second, "the new policy set", func() bool { return names() == "keep,added" })
+	st, _ = c.Status(context.Background())
+	if !st.LastReloadOK {
+		t.Errorf("last reload error still set after a good reload: %s", st.LastReloadErr)
+	}
+	if st.PID != d.cmd.Process.Pid {
+		t.Fatal("the daemon restarted")
+	}
+}
+
+func TestDaemon_SIGTERMFinishesTheStepInFlight(t *testing.T) {
+	e := newEnv(t, cloudtest.Options{})
+	p := policyYAML{Name: "slow"}
+	e.writeConfig([]policyYAML{p}, "")
+	d := e.startDaemon()
+	e.fake.Inject(cloudtest.Fault{Route: cloudtest.RouteSesterceCreate, Kind: cloudtest.FaultLatency, Delay: 1500 * time.Millisecond, Count: 1})
+	go func() {
+		_, _ = control.NewClient(e.socket()).Rotate(context.Background(), control.RotateRequest{Policies: []string{"slow"}})
+	}()
+	eventually(t, 10*time.Second, "the upload in flight", func() bool { return e.fake.Hanging() > 0 || d.logs.count("rotation planned") > 0 })
+	time.Sleep(200 * time.Millisecond)
+	d.signal(syscall.SIGTERM)
+	if code := d.wait(30 * time.Second); code != 0 {
+		t.Fatalf("exit %d after SIGTERM, want 0", code)
+	}
+	if d.logs.count(`"msg":"rotated"`) != 1 {
+		t.Fatal("the rotation in flight did not complete before exit")
+	}
+	e.assertConverged(p, "after SIGTERM")
+	if _, err := os.Stat(e.socket()); !os.IsNotExist(err) {
+		t.Errorf("control socket left behind after a clean stop: %v", err)
+	}
+}
+
+func TestDaemon_ControlSocket(t *testing.T) {
+	e := newEnv(t, cloudtest.Options{})
+	ps := []policyYAML{{Name: "gpu"}, {Name: "infer", Gcore: true}}
+	e.writeConfig(ps, "")
+	e.startDaemon()
+	fi, err := os.Stat(e.socket())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o600 || fi.Mode()&os.ModeSocket == 0 {
+		t.Fatalf("control socket mode %v, want a 0600 socket", fi.Mode())
+	}
+	out, stderr, code := e.rotatord(nil, "rotate", "-config", e.cfgPath, "-policy", "gpu")
+	if code != 0 || !strings.HasPrefix(out, "gpu: rotated: gpu-") {
+		t.Fatalf("rotate via socket: exit %d, out %q, err %q", code, out, stderr)
+	}
+	// The daemon holds the state lock: the rotation went through the socket.
+	out, _, code = e.rotatord(nil, "status", "-config", e.cfgPath)
+	if code != 0 {
+		t.Fatalf("status: exit %d", code)
+	}
+	for _, want := range []string{"POLICY", "gpu ", "sesterce-e2e", "infer", "rotated"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("status output lacks %q:\n%s", want, out)
+		}
+	}
+	e.assertConverged(ps[0], "after rotate via socket")
+	if _, stderr, code := e.rotatord(nil, "rotate", "-config", e.cfgPath, "-policy", "nope"); code == 0 || !strings.Contains(stderr, `unknown policy "nope"`) {
+		t.Errorf("rotate of an unknown policy: exit %d, %q", code, stderr)
+	}
+}
+
+func TestDaemon_MetricsShowEveryManagedKey(t *testing.T) {
+	e := newEnv(t, cloudtest.Options{})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	ps := []policyYAML{{Name: "gpu"}, {Name: "infer", Gcore: true}}
+	e.writeConfig(ps, "metrics: {listen: "+addr+"}\n")
+	e.startDaemon()
+	if _, stderr, code := e.rotatord(nil, "rotate", "-config", e.cfgPath, "-all"); code != 0 {
+		t.Fatalf("rotate: %s", stderr)
+	}
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	text := string(body)
+	for _, p := range ps {
+		k := e.assertConverged(p, "metrics")
+		want := `rotatord_key_age_seconds{key_id="` + k.ID + `",policy="` + p.Name + `"`
+		if !strings.Contains(text, want) {
+			t.Errorf("no age gauge for %s's key %s in /metrics", p.Name, k.ID)
+		}
+		if !strings.Contains(text, `rotatord_rotations_total{policy="`+p.Name+`",result="rotated"} 1`) {
+			t.Errorf("no rotation counter for %s", p.Name)
+		}
+	}
+	for _, want := range []string{"rotatord_config_last_reload_successful 1", "rotatord_keys{status=\"ok\"} 2", "go_goroutines", "process_resident_memory_bytes"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+	if strings.Contains(text, "PRIVATE KEY") || strings.Contains(text, vaultSrv.RootToken.Reveal()) {
+		t.Error("/metrics leaks a secret")
+	}
+	hz, err := http.Get("http://" + addr + "/healthz")
+	if err != nil || hz.StatusCode != 200 {
+		t.Fatalf("/healthz: %v %v", err, hz)
+	}
+	hz.Body.Close()
+}
+
+func TestDaemon_StateFileIsPrivate(t *testing.T) {
+	e := newEnv(t, cloudtest.Options{})
+	e.writeConfig([]policyYAML{{Name: "gpu"}}, "")
+	if _, stderr, code := e.rotatord(nil, "run", "-config", e.cfgPath, "-once"); code != 0 {
+		t.Fatal(stderr)
+	}
+	fi, err := os.Stat(e.statePath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		t.Fatalf("state file mode %v, want 0600", fi.Mode().Perm())
+	}
+	db, err := state.Open(e.statePath(), state.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+}
