@@ -64,7 +64,7 @@ func TestMain(m *testing.M) {
 // env is one end-to-end environment: a fake cloud, a Vault path prefix of
 // its own in the shared dev server, a state dir and a config file.
 type env struct {
-	t       *testing.T
+	t       testing.TB
 	fake    *cloudtest.Server
 	dir     string
 	prefix  string // vault path prefix, unique per test
@@ -72,11 +72,13 @@ type env struct {
 	cfgPath string
 	sest    cloud.Provider
 	gcore   cloud.Provider
+	// rateLimit, when set, is the providers' rate_limit (requests/s).
+	rateLimit string
 }
 
 const e2eProject = 77
 
-func newEnv(t *testing.T, fakeOpts cloudtest.Options) *env {
+func newEnv(t testing.TB, fakeOpts cloudtest.Options) *env {
 	t.Helper()
 	if setupErr != nil {
 		if os.Getenv("CI") == "true" {
@@ -116,6 +118,7 @@ func newEnv(t *testing.T, fakeOpts cloudtest.Options) *env {
 type policyYAML struct {
 	Name, Provider, Schedule, MaxAge, RotateBefore, Grace string
 	Gcore                                                 bool
+	NoDefault                                             bool // sesterce: make_default: false (one default per account)
 }
 
 func (e *env) socket() string { return filepath.Join(e.dir, "ctl.sock") }
@@ -129,8 +132,12 @@ func (e *env) writeConfig(ps []policyYAML, extra string) {
 	var b strings.Builder
 	fmt.Fprintf(&b, "state: {path: %s}\ncontrol: {socket: %s}\n", e.statePath(), e.socket())
 	fmt.Fprintf(&b, "vault:\n  address: %s\n  mount: secret\n  auth: {method: token, token_env: E2E_VAULT_TOKEN}\n", vaultSrv.Addr)
-	fmt.Fprintf(&b, "providers:\n  - {name: sesterce-e2e, type: sesterce, base_url: %s, api_key_env: E2E_SESTERCE_KEY}\n", e.fake.URL())
-	fmt.Fprintf(&b, "  - {name: gcore-e2e, type: gcore, base_url: %s, api_key_env: E2E_GCORE_KEY}\n", e.fake.URL())
+	rl := ""
+	if e.rateLimit != "" {
+		rl = ", rate_limit: " + e.rateLimit
+	}
+	fmt.Fprintf(&b, "providers:\n  - {name: sesterce-e2e, type: sesterce, base_url: %s, api_key_env: E2E_SESTERCE_KEY%s}\n", e.fake.URL(), rl)
+	fmt.Fprintf(&b, "  - {name: gcore-e2e, type: gcore, base_url: %s, api_key_env: E2E_GCORE_KEY%s}\n", e.fake.URL(), rl)
 	b.WriteString(extra)
 	b.WriteString("policies:\n")
 	for _, p := range ps {
@@ -139,6 +146,9 @@ func (e *env) writeConfig(ps []policyYAML, extra string) {
 			fmt.Fprintf(&b, "    provider: gcore-e2e\n    project_id: %d\n", e2eProject)
 		} else {
 			b.WriteString("    provider: sesterce-e2e\n")
+			if p.NoDefault {
+				b.WriteString("    make_default: false\n")
+			}
 		}
 		fmt.Fprintf(&b, "    schedule: %q\n    max_age: %s\n    rotate_before: %s\n    grace_period: %s\n    vault_path: %s/%s\n",
 			or(p.Schedule, "@daily"), or(p.MaxAge, "1h"), or(p.RotateBefore, "1m"), or(p.Grace, "1s"), e.prefix, p.Name)
@@ -187,7 +197,7 @@ func (e *env) rotatord(extraEnv []string, args ...string) (stdout, stderr string
 
 // daemon is a running `rotatord run`.
 type daemon struct {
-	t    *testing.T
+	t    testing.TB
 	cmd  *exec.Cmd
 	logs *lineBuffer
 	done chan struct{}
