@@ -121,7 +121,7 @@ func TestClient_List_countNeverReached(t *testing.T) {
 			if offset >= 3 {
 				return `{"count":100,"results":[]}`
 			}
-			return fmt.Sprintf(`{"count":100,"results":[{"id":"a"},{"id":"b"},{"id":"c"}]}`)
+			return `{"count":100,"results":[{"id":"a"},{"id":"b"},{"id":"c"}]}`
 		}},
 		{name: "offset ignored", wantN: 2, page: func(int) string {
 			return `{"count":100,"results":[{"id":"a"},{"id":"b"}]}`
@@ -190,6 +190,10 @@ func TestClient_errors(t *testing.T) {
 		wantClass error
 		wantCalls map[string]int
 		wantMsg   []string
+		// hangs: the fault holds the request until the client times out,
+		// so the client gets a short timeout (others keep a long one: a
+		// 4 MiB body under -race on a busy machine takes a while).
+		hangs bool
 	}{
 		{name: "list 200", op: "list", wantCalls: map[string]int{routeList: 1}},
 		{name: "list 400", op: "list", route: routeList, fn: status(400, "limit invalid"), wantClass: cloud.ErrPermanent,
@@ -209,7 +213,7 @@ func TestClient_errors(t *testing.T) {
 			w.WriteHeader(503)
 			fmt.Fprint(w, "<html><body>Service Unavailable</body></html>")
 		}, wantClass: cloud.ErrTransient, wantCalls: map[string]int{routeList: 3}, wantMsg: []string{"Service Unavailable", "hdr-GET-3"}},
-		{name: "list timeout", op: "list", route: routeList, fn: hang, wantClass: cloud.ErrTransient,
+		{name: "list timeout", op: "list", route: routeList, fn: hang, hangs: true, wantClass: cloud.ErrTransient,
 			wantCalls: map[string]int{routeList: 3}, wantMsg: []string{"timed out"}},
 		{name: "list dropped", op: "list", route: routeList, fn: dropped, wantClass: cloud.ErrTransient, wantCalls: map[string]int{routeList: 3}},
 		{name: "list malformed", op: "list", route: routeList, fn: malformed, wantClass: cloud.ErrTransient,
@@ -232,7 +236,7 @@ func TestClient_errors(t *testing.T) {
 			wantCalls: map[string]int{routeCreate: 2, routeList: 1}},
 		{name: "create 503 always: bounded", op: "create", route: routeCreate, fn: status(503, "maintenance"), wantClass: cloud.ErrTransient,
 			wantCalls: map[string]int{routeCreate: 3, routeList: 3}, wantMsg: []string{"maintenance"}},
-		{name: "create timeout: listed", op: "create", route: routeCreate, n: 1, fn: hang,
+		{name: "create timeout: listed", op: "create", route: routeCreate, n: 1, fn: hang, hangs: true,
 			wantCalls: map[string]int{routeCreate: 2, routeList: 1}},
 		{name: "create oversized: listed", op: "create", route: routeCreate, n: 1, fn: huge,
 			wantCalls: map[string]int{routeCreate: 2, routeList: 1}},
@@ -243,7 +247,7 @@ func TestClient_errors(t *testing.T) {
 		{name: "delete 409", op: "delete", route: routeDelete, fn: status(409, "key in use"),
 			wantClass: cloud.ErrPermanent, wantCalls: map[string]int{routeDelete: 1}},
 		{name: "delete 500 then ok", op: "delete", route: routeDelete, n: 1, fn: status(500, "oops"), wantCalls: map[string]int{routeDelete: 2}},
-		{name: "delete timeout then ok", op: "delete", route: routeDelete, n: 1, fn: hang, wantCalls: map[string]int{routeDelete: 2}},
+		{name: "delete timeout then ok", op: "delete", route: routeDelete, n: 1, fn: hang, hangs: true, wantCalls: map[string]int{routeDelete: 2}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -252,7 +256,12 @@ func TestClient_errors(t *testing.T) {
 			if tt.fn != nil {
 				f.setFault(outcome(tt.route, tt.n, tt.fn))
 			}
-			c, _ := testClient(t, f.srv.URL, apiKey, 0, func(cfg *Config) { cfg.Timeout = 100 * time.Millisecond })
+			c, _ := testClient(t, f.srv.URL, apiKey, 0, func(cfg *Config) {
+				cfg.Timeout = 10 * time.Second
+				if tt.hangs {
+					cfg.Timeout = 250 * time.Millisecond
+				}
+			})
 			ctx := context.Background()
 			var err error
 			switch tt.op {
@@ -554,7 +563,7 @@ func TestClient_noLeak(t *testing.T) {
 	}
 	wrong := secret.Secret("gc-wrong-token-555555")
 	for _, key := range []secret.Secret{apiKey, wrong} {
-		c, _ := testClient(t, f.srv.URL, key, 0, func(cfg *Config) { cfg.Logger = logger; cfg.Timeout = 100 * time.Millisecond })
+		c, _ := testClient(t, f.srv.URL, key, 0, func(cfg *Config) { cfg.Logger = logger; cfg.Timeout = 300 * time.Millisecond })
 		run(c)
 		f.setFault(func(w http.ResponseWriter, r *http.Request, route string, n int) bool {
 			token := strings.TrimPrefix(r.Header.Get("Authorization"), "APIKey ")

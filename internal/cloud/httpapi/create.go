@@ -45,7 +45,7 @@ func CreateOrFind[T any](ctx context.Context, c *Client, name string,
 		if attempt >= c.retry.MaxAttempts {
 			return zero, err
 		}
-		if serr := c.sleep(ctx, c.Backoff(attempt, cloud.RetryAfter(err))); serr != nil {
+		if serr := c.sleep(ctx, c.backoff(attempt, cloud.RetryAfter(err))); serr != nil {
 			var ce *cloud.Error
 			if errors.As(err, &ce) {
 				return zero, stopped(ce, serr)

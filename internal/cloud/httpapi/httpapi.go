@@ -166,8 +166,11 @@ func New(cfg Config, defaultBaseURL string, spec Spec) (*Client, error) {
 		return nil, fmt.Errorf("new client %q: rate limit is NaN", cfg.Name)
 	}
 	// A small burst: rotations are a handful of calls, and the provider's
-	// own limit is what the client must stay under.
-	burst := min(max(int(limit), 1), 3)
+	// own limit is what the client must stay under. (rate.Inf ignores it.)
+	burst := 3
+	if limit < 3 {
+		burst = 1
+	}
 
 	retry := cfg.Retry
 	if retry.MaxAttempts <= 0 {
@@ -227,10 +230,6 @@ func (c *Client) Name() string { return c.name }
 // Logger returns the client's logger, already carrying the provider name.
 func (c *Client) Logger() *slog.Logger { return c.log }
 
-// MaxAttempts returns the configured attempt budget, for callers that run
-// their own retry loop (Create).
-func (c *Client) MaxAttempts() int { return c.retry.MaxAttempts }
-
 // Request is one API call.
 type Request struct {
 	// Op names the operation in errors: "list", "create", "set default",
@@ -269,7 +268,7 @@ func (c *Client) Do(ctx context.Context, req Request, out any) error {
 		if ctx.Err() != nil || attempt >= c.retry.MaxAttempts || !c.retryable(req, err) {
 			return err
 		}
-		delay := c.Backoff(attempt, err.RetryAfter)
+		delay := c.backoff(attempt, err.RetryAfter)
 		c.log.WarnContext(ctx, "retrying provider request",
 			"op", req.Op, "method", req.Method, "route", req.Path,
 			"attempt", attempt, "delay", delay, "err", err)
@@ -288,10 +287,10 @@ func (c *Client) retryable(req Request, err *cloud.Error) bool {
 	return req.Idempotent && errors.Is(err.Class, cloud.ErrTransient)
 }
 
-// Backoff returns the wait before attempt+1: the server's Retry-After when
+// backoff returns the wait before attempt+1: the server's Retry-After when
 // it sent one, else full jitter over an exponential ceiling; both capped at
 // MaxDelay so a hostile Retry-After cannot park a rotation for hours.
-func (c *Client) Backoff(attempt int, retryAfter time.Duration) time.Duration {
+func (c *Client) backoff(attempt int, retryAfter time.Duration) time.Duration {
 	if retryAfter > 0 {
 		return min(retryAfter, c.retry.MaxDelay)
 	}
@@ -303,9 +302,6 @@ func (c *Client) Backoff(attempt int, retryAfter time.Duration) time.Duration {
 	}
 	return rand.N(ceiling + 1)
 }
-
-// Sleep waits for d using the client's sleep function (a recorder in tests).
-func (c *Client) Sleep(ctx context.Context, d time.Duration) error { return c.sleep(ctx, d) }
 
 // attempt is one HTTP exchange. It waits for the rate limiter first, so
 // retries are limited too.
@@ -420,18 +416,18 @@ func (c *Client) check(req Request, resp *http.Response, data []byte, tooLarge b
 		Provider:  c.name,
 		Op:        req.Op,
 		Status:    status,
-		Message:   c.Redact(msg),
-		RequestID: c.Redact(reqID),
+		Message:   c.redact(msg),
+		RequestID: c.redact(reqID),
 		Class:     class,
 	}
 	if status == http.StatusTooManyRequests || status == http.StatusServiceUnavailable {
-		e.RetryAfter = ParseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
+		e.RetryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
 	}
 	if tooLarge {
 		e.Err = errBodyTooLarge
 	}
 	if e.Err == nil && status >= 300 && status < 400 {
-		e.Err = fmt.Errorf("unexpected redirect to %q", c.Redact(resp.Header.Get("Location")))
+		e.Err = fmt.Errorf("unexpected redirect to %q", c.redact(resp.Header.Get("Location")))
 	}
 	return e
 }
@@ -470,9 +466,9 @@ func (c *Client) logRequest(ctx context.Context, req Request, status int, start 
 	c.log.DebugContext(ctx, "provider request", attrs...)
 }
 
-// Redact replaces the API key wherever it appears in s: some servers echo
+// redact replaces the API key wherever it appears in s: some servers echo
 // the credential they rejected.
-func (c *Client) Redact(s string) string {
+func (c *Client) redact(s string) string {
 	if k := c.apiKey.Reveal(); k != "" && strings.Contains(s, k) {
 		return strings.ReplaceAll(s, k, secret.Redacted)
 	}
@@ -485,8 +481,8 @@ func (c *Client) redactErr(err error) error {
 	if err == nil {
 		return nil
 	}
-	if msg := err.Error(); msg != c.Redact(msg) {
-		return &redactedError{msg: c.Redact(msg), err: err}
+	if msg := err.Error(); msg != c.redact(msg) {
+		return &redactedError{msg: c.redact(msg), err: err}
 	}
 	return err
 }
@@ -511,9 +507,9 @@ func stopped(last *cloud.Error, ctxErr error) *cloud.Error {
 	return &e
 }
 
-// ParseRetryAfter reads a Retry-After header: delay-seconds or an HTTP date.
+// parseRetryAfter reads a Retry-After header: delay-seconds or an HTTP date.
 // It returns 0 when the header is absent, malformed or in the past.
-func ParseRetryAfter(v string, now time.Time) time.Duration {
+func parseRetryAfter(v string, now time.Time) time.Duration {
 	v = strings.TrimSpace(v)
 	if v == "" {
 		return 0

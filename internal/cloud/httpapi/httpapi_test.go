@@ -460,20 +460,20 @@ func TestNew(t *testing.T) {
 	}
 }
 
-func TestClient_Backoff(t *testing.T) {
+func TestClient_backoff(t *testing.T) {
 	c := newTestClient(t, "http://127.0.0.1:1", &recorder{}, func(cfg *Config) {
 		cfg.Retry = RetryConfig{MaxAttempts: 10, BaseDelay: 100 * time.Millisecond, MaxDelay: time.Second}
 	})
 	for attempt := 1; attempt <= 70; attempt++ {
 		ceiling := min(100*time.Millisecond<<min(attempt-1, 20), time.Second)
 		for range 50 {
-			if d := c.Backoff(attempt, 0); d < 0 || d > ceiling {
-				t.Fatalf("Backoff(%d) = %v, want within [0, %v]", attempt, d, ceiling)
+			if d := c.backoff(attempt, 0); d < 0 || d > ceiling {
+				t.Fatalf("backoff(%d) = %v, want within [0, %v]", attempt, d, ceiling)
 			}
 		}
 	}
-	if d := c.Backoff(1, 5*time.Second); d != time.Second {
-		t.Errorf("Backoff with Retry-After 5s = %v, want MaxDelay 1s", d)
+	if d := c.backoff(1, 5*time.Second); d != time.Second {
+		t.Errorf("backoff with Retry-After 5s = %v, want MaxDelay 1s", d)
 	}
 }
 
@@ -494,8 +494,8 @@ func TestParseRetryAfter(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.in, func(t *testing.T) {
-			if got := ParseRetryAfter(tt.in, now); got != tt.want {
-				t.Errorf("ParseRetryAfter(%q) = %v, want %v", tt.in, got, tt.want)
+			if got := parseRetryAfter(tt.in, now); got != tt.want {
+				t.Errorf("parseRetryAfter(%q) = %v, want %v", tt.in, got, tt.want)
 			}
 		})
 	}
@@ -511,5 +511,18 @@ func TestParseTime(t *testing.T) {
 	}
 	if _, err := ParseTime("yesterday"); err == nil {
 		t.Error("ParseTime(yesterday) succeeded")
+	}
+}
+
+func TestSnippet(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"<html>\n  <h1>502   Bad Gateway</h1>\n</html>", "<html> <h1>502 Bad Gateway</h1> </html>"},
+		{strings.Repeat("é", 300), strings.Repeat("é", 200) + "..."},
+		{"bad \xff byte", "bad ? byte"},
+	}
+	for _, tt := range tests {
+		if got := Snippet([]byte(tt.in)); got != tt.want {
+			t.Errorf("Snippet(%q) = %q, want %q", tt.in, got, tt.want)
+		}
 	}
 }

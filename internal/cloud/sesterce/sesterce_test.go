@@ -93,6 +93,10 @@ func TestClient_errors(t *testing.T) {
 		wantClass error
 		wantCalls map[string]int
 		wantMsg   string
+		// hangs: the fault holds the request until the client times out,
+		// so the client gets a short timeout (others keep a long one: a
+		// 4 MiB body under -race on a busy machine takes a while).
+		hangs bool
 	}{
 		{name: "list 200", op: "list", route: routeList, n: 1, fn: func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, `[]`) },
 			wantCalls: map[string]int{routeList: 1}},
@@ -112,7 +116,7 @@ func TestClient_errors(t *testing.T) {
 			wantCalls: map[string]int{routeList: 3}},
 		{name: "list 503", op: "list", route: routeList, fn: status(503, "down"), wantClass: cloud.ErrTransient,
 			wantCalls: map[string]int{routeList: 3}},
-		{name: "list timeout", op: "list", route: routeList, fn: hang, wantClass: cloud.ErrTransient,
+		{name: "list timeout", op: "list", route: routeList, fn: hang, hangs: true, wantClass: cloud.ErrTransient,
 			wantCalls: map[string]int{routeList: 3}, wantMsg: "timed out"},
 		{name: "list dropped", op: "list", route: routeList, fn: dropped, wantClass: cloud.ErrTransient,
 			wantCalls: map[string]int{routeList: 3}},
@@ -140,7 +144,7 @@ func TestClient_errors(t *testing.T) {
 			wantClass: cloud.ErrTransient, wantCalls: map[string]int{routeCreate: 3, routeList: 3}, wantMsg: "boom"},
 		{name: "create 500 uncommitted: listed, created once more", op: "create", route: routeCreate, n: 1, fn: status(500, "boom"),
 			wantCalls: map[string]int{routeCreate: 2, routeList: 1}},
-		{name: "create timeout: list before retry", op: "create", route: routeCreate, n: 1, fn: hang,
+		{name: "create timeout: list before retry", op: "create", route: routeCreate, n: 1, fn: hang, hangs: true,
 			wantCalls: map[string]int{routeCreate: 2, routeList: 1}},
 		{name: "create malformed but committed: found by list", op: "create", route: routeCreate, n: 1,
 			wantCalls: map[string]int{routeCreate: 1, routeList: 1}},
@@ -181,7 +185,12 @@ func TestClient_errors(t *testing.T) {
 			if fn != nil {
 				f.setFault(outcome(tt.route, tt.n, fn))
 			}
-			c, _ := testClient(t, f.srv.URL, apiKey, func(cfg *Config) { cfg.Timeout = 100 * time.Millisecond })
+			c, _ := testClient(t, f.srv.URL, apiKey, func(cfg *Config) {
+				cfg.Timeout = 10 * time.Second
+				if tt.hangs {
+					cfg.Timeout = 250 * time.Millisecond
+				}
+			})
 			ctx := context.Background()
 			var err error
 			switch tt.op {
@@ -392,7 +401,7 @@ func TestClient_noLeak(t *testing.T) {
 	}
 	wrong := secret.Secret("sk-wrong-key-987654321")
 	for _, key := range []secret.Secret{apiKey, wrong} {
-		c, _ := testClient(t, f.srv.URL, key, func(cfg *Config) { cfg.Logger = logger; cfg.Timeout = 100 * time.Millisecond })
+		c, _ := testClient(t, f.srv.URL, key, func(cfg *Config) { cfg.Logger = logger; cfg.Timeout = 300 * time.Millisecond })
 		run(c) // plain run, then auth failures with the wrong key
 		f.setFault(func(w http.ResponseWriter, r *http.Request, route string, n int) bool {
 			switch n % 3 {
