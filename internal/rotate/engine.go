@@ -239,11 +239,14 @@ func (e *Engine) Run(ctx context.Context, p policy.Policy, opts Options) (res Re
 		if err != nil {
 			return res, err
 		}
-		// Re-observe: an emergency rotation's old key is due right now.
-		if obs, err = e.observe(ctx, p, prov, false); err != nil {
-			return res, err
+		if opts.Emergency {
+			// The replaced key is due right now: look again. Otherwise the
+			// keys found due before the rotation are still exactly those.
+			if obs, err = e.observe(ctx, p, prov, false); err != nil {
+				return res, err
+			}
+			d = Decide(obs)
 		}
-		d = Decide(obs)
 	}
 	deleted, err := e.retire(ctx, p, prov, obs.ProviderKeys, d)
 	res.Deleted = deleted

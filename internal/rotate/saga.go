@@ -128,8 +128,10 @@ func (e *Engine) resume(ctx context.Context, p policy.Policy, prov cloud.Provide
 }
 
 // advance drives r from its journaled step to the end. priv is the private
-// key when the caller still holds it in memory; on resume it is read back
-// from the pending path.
+// key when this process made it (a fresh rotation): then nothing can have
+// happened behind the journal's back, so the look-ups that a resumed
+// rotation needs (list before create, read Vault before promote) are
+// skipped. On resume priv is empty and the key is read back from pending.
 func (e *Engine) advance(ctx context.Context, p policy.Policy, prov cloud.Provider, r *state.Rotation, priv secret.Secret) error {
 	for {
 		if err := ctx.Err(); err != nil {
@@ -139,16 +141,16 @@ func (e *Engine) advance(ctx context.Context, p policy.Policy, prov cloud.Provid
 		switch r.Step {
 		case state.StepPlanned:
 			if p.Key.Generate == policy.GenerateProvider {
-				err = e.createRemote(ctx, p, prov, r)
+				priv, err = e.createRemote(ctx, p, prov, r)
 			} else {
 				err = e.storePending(ctx, p, r, priv)
 			}
 		case state.StepPendingStored:
-			err = e.upload(ctx, p, prov, r)
+			err = e.upload(ctx, p, prov, r, !priv.Empty())
 		case state.StepUploaded:
 			err = e.activate(ctx, p, prov, r)
 		case state.StepActivated:
-			err = e.promote(ctx, p, r)
+			err = e.promote(ctx, p, r, priv)
 		case state.StepPromoted:
 			err = e.finish(p, r)
 		case state.StepDone, state.StepFailed:
@@ -283,13 +285,20 @@ func findKey(keys []cloud.Key, r *state.Rotation) (cloud.Key, bool) {
 }
 
 // upload (step 4) creates the key on the provider, unless an earlier attempt
-// already did (found by name + fingerprint).
-func (e *Engine) upload(ctx context.Context, p policy.Policy, prov cloud.Provider, r *state.Rotation) error {
-	keys, err := prov.List(ctx, p.ProjectID)
-	if err != nil {
-		return fmt.Errorf("list keys: %w", err)
+// already did (found by name + fingerprint). A fresh rotation has made no
+// earlier attempt, so it skips the look-up.
+func (e *Engine) upload(ctx context.Context, p policy.Policy, prov cloud.Provider, r *state.Rotation, fresh bool) error {
+	var (
+		key   cloud.Key
+		found bool
+	)
+	if !fresh {
+		keys, err := prov.List(ctx, p.ProjectID)
+		if err != nil {
+			return fmt.Errorf("list keys: %w", err)
+		}
+		key, found = findKey(keys, r)
 	}
-	key, found := findKey(keys, r)
 	if !found {
 		e.cfg.Hook("before:upload")
 		created, err := prov.Create(ctx, p.ProjectID, cloud.CreateRequest{Name: r.KeyName, PublicKey: r.PublicKey, SharedInProject: sharedInProject(p)})
@@ -336,50 +345,50 @@ func (e *Engine) recordUploaded(p policy.Policy, r *state.Rotation, key cloud.Ke
 // createRemote is step 2+3+4 for keys the provider generates (Gcore
 // generate: provider): the private key comes back once, so it goes to Vault
 // at once, before anything else is journaled.
-func (e *Engine) createRemote(ctx context.Context, p policy.Policy, prov cloud.Provider, r *state.Rotation) error {
+func (e *Engine) createRemote(ctx context.Context, p policy.Policy, prov cloud.Provider, r *state.Rotation) (secret.Secret, error) {
 	keys, err := prov.List(ctx, p.ProjectID)
 	if err != nil {
-		return fmt.Errorf("list keys: %w", err)
+		return "", fmt.Errorf("list keys: %w", err)
 	}
 	if k, found := findKey(keys, r); found {
 		// Created by an earlier attempt. Its private half is usable only if
 		// it reached Vault before that attempt died.
 		data, err := e.readPending(ctx, p, r)
 		if err != nil {
-			return err
+			return "", err
 		}
 		if data != nil && data[fieldFinger] == k.Fingerprint {
 			r.PublicKey, r.Fingerprint = k.PublicKey, k.Fingerprint
-			return e.recordUploaded(p, r, k)
+			return "", e.recordUploaded(p, r, k)
 		}
 		// The private key is lost: the key is debris. It was never active.
 		if err := prov.Delete(ctx, p.ProjectID, k.ID); err != nil && !errors.Is(err, cloud.ErrNotFound) {
-			return fmt.Errorf("delete key %s whose private half was lost: %w", k.ID, err)
+			return "", fmt.Errorf("delete key %s whose private half was lost: %w", k.ID, err)
 		}
-		return e.abandon(p, r, "provider-generated key "+k.ID+" lost its private half in a crash; deleted it")
+		return "", e.abandon(p, r, "provider-generated key "+k.ID+" lost its private half in a crash; deleted it")
 	}
 	e.cfg.Hook("before:upload")
 	created, err := prov.Create(ctx, p.ProjectID, cloud.CreateRequest{Name: r.KeyName, SharedInProject: sharedInProject(p)})
 	if err != nil {
-		return fmt.Errorf("create key %s: %w", r.KeyName, err)
+		return "", fmt.Errorf("create key %s: %w", r.KeyName, err)
 	}
 	e.cfg.Hook("after:upload")
 	if created.PrivateKey.Empty() {
-		return fmt.Errorf("create key %s: provider returned no private key", r.KeyName)
+		return "", fmt.Errorf("create key %s: provider returned no private key", r.KeyName)
 	}
 	parsed, err := keygen.ParsePrivateKey(created.PrivateKey)
 	if err != nil {
-		return fmt.Errorf("provider-generated key %s: %w", created.ID, err)
+		return "", fmt.Errorf("provider-generated key %s: %w", created.ID, err)
 	}
 	if parsed.SHA256 != created.Fingerprint {
-		return fmt.Errorf("provider-generated key %s: private key fingerprint %s does not match the uploaded key %s", created.ID, parsed.SHA256, created.Fingerprint)
+		return "", fmt.Errorf("provider-generated key %s: private key fingerprint %s does not match the uploaded key %s", created.ID, parsed.SHA256, created.Fingerprint)
 	}
 	r.PublicKey, r.Fingerprint, r.KeyID = created.PublicKey, created.Fingerprint, created.ID
 	if _, err := e.cfg.Keys.Put(ctx, PendingPath(p.VaultPath), e.pendingData(p, r, created.PrivateKey), -1); err != nil {
-		return fmt.Errorf("write %s: %w", PendingPath(p.VaultPath), err)
+		return "", fmt.Errorf("write %s: %w", PendingPath(p.VaultPath), err)
 	}
 	e.cfg.Hook("after:store_pending")
-	return e.recordUploaded(p, r, created.Key)
+	return created.PrivateKey, e.recordUploaded(p, r, created.Key)
 }
 
 // activate (step 5): make the key the account default where the provider
@@ -410,22 +419,31 @@ func (e *Engine) activate(ctx context.Context, p policy.Policy, prov cloud.Provi
 
 // promote (step 6): the key becomes the current version of <vault_path>
 // (check-and-set on the version seen when the rotation began), then the
-// pending copy is removed.
-func (e *Engine) promote(ctx context.Context, p policy.Policy, r *state.Rotation) error {
-	cur, ver, err := e.cfg.Keys.Get(ctx, p.VaultPath)
-	if err != nil && !isNotExist(err) {
-		return fmt.Errorf("read %s: %w", p.VaultPath, err)
+// pending copy is removed. priv is set on a fresh rotation, which cannot
+// have promoted already; a resumed one checks Vault first.
+func (e *Engine) promote(ctx context.Context, p policy.Policy, r *state.Rotation, priv secret.Secret) error {
+	var cur map[string]string
+	var ver int
+	if priv.Empty() {
+		var err error
+		cur, ver, err = e.cfg.Keys.Get(ctx, p.VaultPath)
+		if err != nil && !isNotExist(err) {
+			return fmt.Errorf("read %s: %w", p.VaultPath, err)
+		}
 	}
 	if cur[fieldRotationID] == r.ID {
 		// Promoted before a crash; only the journal is behind.
 		r.VaultVersion = ver
 	} else {
-		pending, err := e.readPending(ctx, p, r)
-		if err != nil {
-			return err
-		}
-		if pending == nil {
-			return fmt.Errorf("%s: %w", PendingPath(p.VaultPath), ErrPendingLost)
+		pending := e.pendingData(p, r, priv)
+		if priv.Empty() {
+			var err error
+			if pending, err = e.readPending(ctx, p, r); err != nil {
+				return err
+			}
+			if pending == nil {
+				return fmt.Errorf("%s: %w", PendingPath(p.VaultPath), ErrPendingLost)
+			}
 		}
 		pending[fieldKeyID] = r.KeyID
 		e.cfg.Hook("before:promote")
