@@ -563,7 +563,7 @@ func TestClient_noLeak(t *testing.T) {
 	}
 	wrong := secret.Secret("gc-wrong-token-555555")
 	for _, key := range []secret.Secret{apiKey, wrong} {
-		c, _ := testClient(t, f.srv.URL, key, 0, func(cfg *Config) { cfg.Logger = logger; cfg.Timeout = 300 * time.Millisecond })
+		c, _ := testClient(t, f.srv.URL, key, 0, func(cfg *Config) { cfg.Logger = logger; cfg.Timeout = 150 * time.Millisecond })
 		run(c)
 		f.setFault(func(w http.ResponseWriter, r *http.Request, route string, n int) bool {
 			token := strings.TrimPrefix(r.Header.Get("Authorization"), "APIKey ")

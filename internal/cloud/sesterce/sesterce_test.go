@@ -401,7 +401,7 @@ func TestClient_noLeak(t *testing.T) {
 	}
 	wrong := secret.Secret("sk-wrong-key-987654321")
 	for _, key := range []secret.Secret{apiKey, wrong} {
-		c, _ := testClient(t, f.srv.URL, key, func(cfg *Config) { cfg.Logger = logger; cfg.Timeout = 300 * time.Millisecond })
+		c, _ := testClient(t, f.srv.URL, key, func(cfg *Config) { cfg.Logger = logger; cfg.Timeout = 150 * time.Millisecond })
 		run(c) // plain run, then auth failures with the wrong key
 		f.setFault(func(w http.ResponseWriter, r *http.Request, route string, n int) bool {
 			switch n % 3 {
