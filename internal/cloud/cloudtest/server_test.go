@@ -711,6 +711,15 @@ func TestServer_Inject(t *testing.T) {
 		}
 	})
 
+	t.Run("base latency", func(t *testing.T) {
+		s := newTestServer(t, func(o *Options) { o.Latency = 30 * time.Millisecond })
+		start := time.Now()
+		resp, _ := mustCall(t, s, "GET", "/gpu-cloud/ssh-keys", sesterceAuth, "")
+		if elapsed := time.Since(start); resp.StatusCode != 200 || elapsed < 30*time.Millisecond {
+			t.Errorf("%d after %v, want 200 after at least Options.Latency", resp.StatusCode, elapsed)
+		}
+	})
+
 	t.Run("hang until released", func(t *testing.T) {
 		s := newTestServer(t)
 		s.Inject(Fault{Route: RouteGcoreCreate, Kind: FaultHang, Count: 1})

@@ -553,7 +553,7 @@ var suiteChecks = []suiteCheck{
 			"List": {e.routeList(), func(ctx context.Context, e *suiteEnv, _ storedKey) error {
 				keys, err := e.p.List(ctx, e.project)
 				if err == nil && len(keys) != 1 {
-					return fmt.Errorf("List returned %d keys, want 1", len(keys))
+					return fmt.Errorf("list returned %d keys, want 1", len(keys))
 				}
 				return err
 			}, nil},
