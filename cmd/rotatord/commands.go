@@ -13,7 +13,6 @@ import (
 
 	"github.com/rotatord/rotatord/internal/daemon"
 	"github.com/rotatord/rotatord/internal/rotate"
-	"github.com/rotatord/rotatord/internal/scheduler"
 	"github.com/rotatord/rotatord/policy"
 )
 
@@ -50,7 +49,7 @@ func printSummary(w io.Writer, cfg *policy.Config, now time.Time) {
 	for _, prov := range cfg.Providers {
 		for _, p := range byProv[prov.Name] {
 			next := "-"
-			if s, err := scheduler.Parser.Parse(p.Schedule); err == nil {
+			if s, err := policy.ParseSchedule(p.Schedule); err == nil {
 				next = s.Next(now).UTC().Format(time.RFC3339)
 			}
 			fmt.Fprintf(tw, "%s (%s)\t%s\t%s\t%s\t%s\t%s\n", prov.Name, prov.Type, p.Name, p.Schedule, next, rotate.FormatAge(p.MaxAge), p.VaultPath)

@@ -249,8 +249,36 @@ func (a *App) schedule(rt *runtime) error {
 			return err
 		}
 	}
+	if r := rt.cfg.Report; r != nil && r.Schedule != "" {
+		if err := s.Add(digestEntry, r.Schedule, func(ctx context.Context) { a.postDigest(ctx, rt) }); err != nil {
+			return err
+		}
+	}
 	rt.sched = s
 	return nil
+}
+
+// digestEntry names the report digest's schedule entry; policy names
+// cannot start with "@".
+const digestEntry = "@report-digest"
+
+// postDigest queues the compliance digest for Slack. The outbox carries it,
+// so a Slack outage delays it instead of losing it.
+func (a *App) postDigest(ctx context.Context, rt *runtime) {
+	rep, err := report.Generate(ctx, report.Source{Now: time.Now(), Config: rt.cfg, State: a.db, Providers: rt.providers})
+	if err != nil {
+		a.log.Error("report digest", "err", err)
+		return
+	}
+	ev := state.Event{Kind: state.EventReport, Channel: rt.cfg.Report.Channel, Detail: rep.Digest(), Time: time.Now()}
+	if err := a.db.Update(func(tx *state.Tx) error { _, err := tx.Enqueue(ev); return err }); err != nil {
+		a.log.Error("queue report digest", "err", err)
+		return
+	}
+	a.log.Info("report digest queued", "channel", ev.Channel)
+	if a.disp != nil {
+		a.disp.Kick()
+	}
 }
 
 func (a *App) runPolicy(ctx context.Context, rt *runtime, p policy.Policy, opts rotate.Options) rotate.Result {

@@ -3,6 +3,9 @@
 // It wraps robfig/cron/v3 with jitter, panic recovery and a Stop that waits
 // for jobs in flight up to a deadline.
 //
+// Specs are parsed by policy.ParseSchedule, the parser `check` uses, so a
+// schedule that validates is exactly one that runs.
+//
 // Single-flight per policy is not the scheduler's business: the rotation
 // engine's lock, shared with SIGUSR1 and the control socket, gives it.
 package scheduler
@@ -16,11 +19,10 @@ import (
 	"time"
 
 	"github.com/robfig/cron/v3"
+
+	"github.com/rotatord/rotatord/policy"
 )
 
-// Parser is the cron dialect of the config: five fields plus descriptors
-// (@daily, @every 6h). It matches policy's validation.
-var Parser = cron.NewParser(cron.Minute | cron.Hour | cron.Dom | cron.Month | cron.Dow | cron.Descriptor)
 
 // Job is the work of one entry. ctx ends when the scheduler stops.
 type Job func(ctx context.Context)
@@ -56,7 +58,7 @@ func New(opts Options) *Scheduler {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Scheduler{
-		c:       cron.New(cron.WithParser(Parser), cron.WithLocation(opts.Location)),
+		c:       cron.New(cron.WithLocation(opts.Location)),
 		log:     opts.Logger,
 		jitter:  opts.Jitter,
 		ctx:     ctx,
@@ -67,9 +69,9 @@ func New(opts Options) *Scheduler {
 
 // Add schedules job under name on spec.
 func (s *Scheduler) Add(name, spec string, job Job) error {
-	sched, err := Parser.Parse(spec)
+	sched, err := policy.ParseSchedule(spec)
 	if err != nil {
-		return fmt.Errorf("entry %q: invalid cron spec %q: %w", name, spec, err)
+		return fmt.Errorf("entry %q: %w", name, err)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
