@@ -23,7 +23,6 @@ import (
 	"github.com/rotatord/rotatord/policy"
 )
 
-
 // Job is the work of one entry. ctx ends when the scheduler stops.
 type Job func(ctx context.Context)
 
