@@ -34,7 +34,7 @@ var (
 	authKeys     = []string{"method", "token_env", "token_file", "role_id_file", "secret_id_file", "approle_mount"}
 	slackKeys    = []string{"token_env", "token_file", "webhook_url_env", "webhook_url_file", "channel"}
 	reportKeys   = []string{"schedule", "channel"}
-	providerKeys = []string{"name", "type", "base_url", "api_key_env", "api_key_file", "rate_limit"}
+	providerKeys = []string{"name", "type", "base_url", "api_key_env", "api_key_file", "rate_limit", "timeout", "concurrency"}
 )
 
 // config walks the whole document. Sections are read in dependency order
@@ -461,6 +461,18 @@ func (p *parser) providers(top fields) []Provider {
 				p.gotf(rl.line, w, "rate_limit", rl.raw, "must be 0 (the provider's default) or more requests per second")
 			}
 			pr.RateLimit = rl.v
+		}
+		if t := p.duration(f, w, "timeout"); t.set {
+			if t.v <= 0 {
+				p.gotf(t.line, w, "timeout", t.raw, "must be a positive duration such as 30s")
+			}
+			pr.Timeout = t.v
+		}
+		if c := p.integer(f, w, "concurrency"); c.set {
+			if c.v < 1 || c.v > 256 {
+				p.gotf(c.line, w, "concurrency", c.raw, "must be from 1 to 256 requests in flight")
+			}
+			pr.Concurrency = int(c.v)
 		}
 		out = append(out, pr)
 	}

@@ -161,6 +161,12 @@ func TestParse_invalid(t *testing.T) {
 		{"notify_unknown_event", []string{
 			`invalid/notify_unknown_event.yaml:20: policy "gpu-team": notify.on: unknown event; events are rotated, deleted, failed, overdue, failing or recovered (got "rotate")`,
 		}},
+		{"concurrency_zero", []string{
+			`invalid/concurrency_zero.yaml:11: provider "sesterce-prod": concurrency: must be from 1 to 256 requests in flight (got "0")`,
+		}},
+		{"timeout_no_unit", []string{
+			`invalid/timeout_no_unit.yaml:11: provider "sesterce-prod": timeout: invalid duration: missing unit after 30 (use s, m, h, d or w) (got "30")`,
+		}},
 		{"rate_limit_negative", []string{
 			`invalid/rate_limit_negative.yaml:11: provider "sesterce-prod": rate_limit: must be 0 (the provider's default) or more requests per second (got "-1")`,
 		}},

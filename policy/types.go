@@ -102,7 +102,12 @@ type Provider struct {
 	APIKeyEnv  string
 	APIKeyFile string
 	RateLimit  float64 // requests per second; 0 = provider default
-	Line       int     // line in the config file, for messages
+	// Timeout bounds one HTTP attempt; 0 = the client's default (30s).
+	Timeout time.Duration
+	// Concurrency bounds the requests in flight to this account; 0 = the
+	// engine's default (8).
+	Concurrency int
+	Line        int // line in the config file, for messages
 }
 
 // KeySpec says what kind of key to make and who makes it.

@@ -182,8 +182,12 @@ func (a *App) build(cfg *policy.Config) (*runtime, error) {
 	if a.keys == nil {
 		keys = nil // plan and report: no Vault; the engine only reads
 	}
+	conc := make(map[string]int, len(cfg.Providers))
+	for _, p := range cfg.Providers {
+		conc[p.Name] = p.Concurrency
+	}
 	eng := rotate.New(rotate.Config{
-		Journal: a.db, Keys: keys, Providers: provs, Locks: a.locks,
+		Journal: a.db, Keys: keys, Providers: provs, Locks: a.locks, ProviderConcurrency: conc,
 		Logger: a.log.With("component", "rotate"), Kick: kick, Hook: a.opts.Hook,
 		BackoffBase: a.opts.BackoffBase,
 	})

@@ -20,7 +20,7 @@ func buildProviders(cfg *policy.Config, version string, log *slog.Logger) (map[s
 			return nil, err
 		}
 		hc := httpapi.Config{
-			Name: p.Name, BaseURL: p.BaseURL, APIKey: key, RateLimit: p.RateLimit,
+			Name: p.Name, BaseURL: p.BaseURL, APIKey: key, RateLimit: p.RateLimit, Timeout: p.Timeout,
 			UserAgent: "rotatord/" + version,
 			Logger:    log.With("component", "cloud", "provider", p.Name),
 		}

@@ -58,8 +58,12 @@ type Config struct {
 	Generate func(spec keygen.Spec, comment string) (*keygen.Key, error)
 	// Kick is called after events were queued, to wake the notifier.
 	Kick func()
-	// Concurrency bounds the rotations in flight per provider (default 8).
-	Concurrency int
+	// Concurrency bounds the requests in flight to each provider account
+	// (default 8); ProviderConcurrency overrides it per provider name.
+	// Rotations in flight per provider are bounded at 4x that, so that
+	// Vault and journal work overlaps with provider calls.
+	Concurrency         int
+	ProviderConcurrency map[string]int
 	// BackoffBase and BackoffMax shape the wait after consecutive failures
 	// (default 1m doubling up to 1h). Forced runs ignore the backoff.
 	BackoffBase, BackoffMax time.Duration
@@ -101,7 +105,22 @@ func New(cfg Config) *Engine {
 	if cfg.Hook == nil {
 		cfg.Hook = func(string) {}
 	}
-	return &Engine{cfg: cfg, log: cfg.Logger, sems: make(map[string]chan struct{})}
+	e := &Engine{cfg: cfg, log: cfg.Logger, sems: make(map[string]chan struct{})}
+	provs := make(map[string]cloud.Provider, len(cfg.Providers))
+	for name, p := range cfg.Providers {
+		n := e.concurrency(name)
+		provs[name] = limit(p, n)
+		e.sems[name] = make(chan struct{}, 4*n)
+	}
+	e.cfg.Providers = provs
+	return e
+}
+
+func (e *Engine) concurrency(provider string) int {
+	if n := e.cfg.ProviderConcurrency[provider]; n > 0 {
+		return n
+	}
+	return e.cfg.Concurrency
 }
 
 // Locks returns the engine's policy locks.
@@ -118,6 +137,9 @@ type Options struct {
 	Wait bool
 	// Trigger names who asked (TriggerSchedule, TriggerSignal, ...).
 	Trigger string
+
+	// snap is the account's listing taken by RunAll, if any.
+	snap *snapshot
 }
 
 // Result says what one run of a policy did.
@@ -148,21 +170,71 @@ func (e *Engine) sem(provider string) chan struct{} {
 	defer e.mu.Unlock()
 	s, ok := e.sems[provider]
 	if !ok {
-		s = make(chan struct{}, e.cfg.Concurrency)
+		s = make(chan struct{}, 4*e.concurrency(provider))
 		e.sems[provider] = s
 	}
 	return s
 }
 
+// account is one provider account: a provider, and a project on Gcore.
+type account struct {
+	provider string
+	project  int64
+}
+
+// snapshot is one listing of an account, shared by the policies of a
+// RunAll so that N policies on one account cost one listing, not N.
+type snapshot struct {
+	keys []cloud.Key
+	at   time.Time // taken before the request went out
+}
+
+// listAccounts lists every account of policies once, concurrently. An
+// account whose listing fails gets no snapshot: its policies list on
+// their own and report the error.
+func (e *Engine) listAccounts(ctx context.Context, policies []policy.Policy) map[account]*snapshot {
+	accts := map[account]bool{}
+	for _, p := range policies {
+		accts[account{p.Provider, p.ProjectID}] = true
+	}
+	out := make(map[account]*snapshot, len(accts))
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for a := range accts {
+		prov, ok := e.cfg.Providers[a.provider]
+		if !ok {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			at := e.cfg.Now()
+			keys, err := prov.List(ctx, a.project)
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			out[a] = &snapshot{keys: keys, at: at}
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	return out
+}
+
 // RunAll evaluates every policy concurrently (bounded per provider) and
-// returns one result per policy, in the order given.
+// returns one result per policy, in the order given. Each account is listed
+// once up front; a policy uses that listing unless it changed since.
 func (e *Engine) RunAll(ctx context.Context, policies []policy.Policy, opts Options) []Result {
 	results := make([]Result, len(policies))
+	snaps := e.listAccounts(ctx, policies)
 	var wg sync.WaitGroup
 	for i, p := range policies {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			opts := opts
+			opts.snap = snaps[account{p.Provider, p.ProjectID}]
 			sem := e.sem(p.Provider)
 			select {
 			case sem <- struct{}{}:
@@ -221,7 +293,11 @@ func (e *Engine) Run(ctx context.Context, p policy.Policy, opts Options) (res Re
 		return res, err
 	}
 
-	obs, err := e.observe(ctx, p, prov, opts.Force && resumed.count == 0)
+	snap := opts.snap
+	if resumed.count > 0 {
+		snap = nil // the listing predates what the resumed rotation did
+	}
+	obs, err := e.observe(ctx, p, prov, opts.Force && resumed.count == 0, snap)
 	if err != nil {
 		return res, err
 	}
@@ -242,7 +318,7 @@ func (e *Engine) Run(ctx context.Context, p policy.Policy, opts Options) (res Re
 		if opts.Emergency {
 			// The replaced key is due right now: look again. Otherwise the
 			// keys found due before the rotation are still exactly those.
-			if obs, err = e.observe(ctx, p, prov, false); err != nil {
+			if obs, err = e.observe(ctx, p, prov, false, nil); err != nil {
 				return res, err
 			}
 			d = Decide(obs)
@@ -264,14 +340,12 @@ func (res *Result) fill(r *state.Rotation) {
 	res.Fingerprint = r.Fingerprint
 }
 
-// observe lists the provider and reads the policy's records.
-func (e *Engine) observe(ctx context.Context, p policy.Policy, prov cloud.Provider, force bool) (Observation, error) {
-	keys, err := prov.List(ctx, p.ProjectID)
-	if err != nil {
-		return Observation{}, fmt.Errorf("list keys: %w", err)
-	}
-	obs := Observation{Now: e.cfg.Now(), Policy: p, ProviderKeys: keys, Force: force}
-	err = e.cfg.Journal.View(func(tx *state.Tx) error {
+// observe reads the policy's records and lists the provider. A snapshot
+// taken before the policy's last run ended is stale and is not used: the
+// run may have added a key the snapshot lacks.
+func (e *Engine) observe(ctx context.Context, p policy.Policy, prov cloud.Provider, force bool, snap *snapshot) (Observation, error) {
+	obs := Observation{Policy: p, Force: force}
+	err := e.cfg.Journal.View(func(tx *state.Tx) error {
 		var err error
 		if obs.Records, err = tx.Keys(p.Name); err != nil {
 			return err
@@ -282,6 +356,12 @@ func (e *Engine) observe(ctx context.Context, p policy.Policy, prov cloud.Provid
 	if err != nil {
 		return Observation{}, fmt.Errorf("read state: %w", err)
 	}
+	if snap != nil && obs.Status.LastAttempt.Before(snap.at) {
+		obs.ProviderKeys = snap.keys
+	} else if obs.ProviderKeys, err = prov.List(ctx, p.ProjectID); err != nil {
+		return Observation{}, fmt.Errorf("list keys: %w", err)
+	}
+	obs.Now = e.cfg.Now()
 	return obs, nil
 }
 
@@ -406,7 +486,7 @@ func (e *Engine) Sweep(ctx context.Context, p policy.Policy) ([]string, error) {
 		// Nothing due: no provider call at all, so an idle daemon stays idle.
 		return nil, err
 	}
-	obs, err := e.observe(ctx, p, prov, false)
+	obs, err := e.observe(ctx, p, prov, false, nil)
 	if err != nil {
 		return nil, err
 	}

@@ -3,6 +3,7 @@ package rotate_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"strings"
 	"sync"
@@ -424,4 +425,34 @@ func errStr(err error) string {
 		return "!"
 	}
 	return ""
+}
+
+func TestEngine_RunAllListsEachAccountOnce(t *testing.T) {
+	h := newHarness(t)
+	var ps []policy.Policy
+	for i := 0; i < 4; i++ {
+		s := sestercePolicy()
+		s.Name, s.NamePrefix, s.VaultPath = fmt.Sprintf("s%d", i), fmt.Sprintf("s%d", i), fmt.Sprintf("ssh/s/%d", i)
+		s.MakeDefault = i == 0
+		g := gcorePolicy()
+		g.Name, g.NamePrefix, g.VaultPath = fmt.Sprintf("g%d", i), fmt.Sprintf("g%d", i), fmt.Sprintf("ssh/g/%d", i)
+		ps = append(ps, s, g)
+	}
+	for _, res := range h.engine.RunAll(context.Background(), ps, rotate.Options{}) {
+		if res.Err != nil || !res.Rotated {
+			t.Fatalf("%s: rotated=%v err=%v", res.Policy, res.Rotated, res.Err)
+		}
+	}
+	// One listing per account, plus Sesterce's check after makedefault.
+	if got := h.fake.Requests(cloudtest.RouteSesterceList); got != 2 {
+		t.Errorf("%d Sesterce list requests for 4 policies, want 2 (one listing + one default check)", got)
+	}
+	if got := h.fake.Requests(cloudtest.RouteGcoreList); got != 1 {
+		t.Errorf("%d Gcore list requests for 4 policies, want 1", got)
+	}
+	for _, p := range ps {
+		if p.MakeDefault || p.ProviderType == policy.TypeGcore {
+			h.assertConverged(p)
+		}
+	}
 }

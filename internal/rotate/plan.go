@@ -51,7 +51,7 @@ func (e *Engine) Plan(ctx context.Context, p policy.Policy) (PolicyPlan, error) 
 		pp.Actions = append(pp.Actions, Action{Kind: "resume", KeyID: r.KeyID, KeyName: r.KeyName,
 			Detail: fmt.Sprintf("finish rotation %s from step %s", r.ID, r.Step)})
 	}
-	obs, err := e.observe(ctx, p, prov, false)
+	obs, err := e.observe(ctx, p, prov, false, nil)
 	if err != nil {
 		return pp, err
 	}
