@@ -234,6 +234,9 @@ func newMux(fake *cloudtest.Server, log *slog.Logger) http.Handler {
 		}
 		writeJSON(w, http.StatusOK, counts)
 	})
+	mux.HandleFunc("GET /admin/faults-met", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, fake.FaultsMet())
+	})
 	mux.Handle("/", fake)
 	return mux
 }

@@ -159,6 +159,9 @@ func TestRun_FlagFaults(t *testing.T) {
 	if code != 500 || !strings.Contains(body, `"statusCode":500`) {
 		t.Errorf("with -error-rate 1: %d %s, want a Sesterce-shaped 500", code, body)
 	}
+	if code, body := do(t, "GET", url+"/admin/faults-met", nil, ""); code != 200 || !strings.Contains(body, `"status": 1`) {
+		t.Errorf("faults met: %d %s, want one status fault", code, body)
+	}
 }
 
 func TestRun_HangReleasedOnStop(t *testing.T) {

@@ -19,6 +19,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -120,14 +121,16 @@ type Server struct {
 	sesterce []SesterceKey
 	gcore    map[int64][]GcoreKey
 	counts   map[string]int
-	reqLog   []Request
-	faults   []Fault
-	rng      rngSource
-	release  chan struct{} // closed by ReleaseHangs
-	closed   bool
-	httpSrv  *httptest.Server
-	hanging  atomic.Int64
-	closeOne sync.Once
+	// faultCounts counts the requests each fault kind answered.
+	faultCounts map[FaultKind]int
+	reqLog      []Request
+	faults      []Fault
+	rng         rngSource
+	release     chan struct{} // closed by ReleaseHangs
+	closed      bool
+	httpSrv     *httptest.Server
+	hanging     atomic.Int64
+	closeOne    sync.Once
 }
 
 // New returns a Server that is not listening: use it as an http.Handler
@@ -140,14 +143,15 @@ func New(opts Options) *Server {
 		opts.GcoreAPIKey = DefaultGcoreAPIKey
 	}
 	s := &Server{
-		opts:    opts,
-		log:     opts.Logger,
-		now:     opts.Clock,
-		user:    newHexID(),
-		gcore:   make(map[int64][]GcoreKey),
-		counts:  make(map[string]int),
-		rng:     newRNG(opts.Seed),
-		release: make(chan struct{}),
+		opts:        opts,
+		log:         opts.Logger,
+		now:         opts.Clock,
+		user:        newHexID(),
+		gcore:       make(map[int64][]GcoreKey),
+		counts:      make(map[string]int),
+		faultCounts: make(map[FaultKind]int),
+		rng:         newRNG(opts.Seed),
+		release:     make(chan struct{}),
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -242,6 +246,9 @@ func (s *Server) record(route string, r *http.Request, reqID string, kind FaultK
 	defer s.mu.Unlock()
 	s.counts[route]++
 	s.counts[RouteAll]++
+	if kind != "" {
+		s.faultCounts[kind]++
+	}
 	if len(s.reqLog) == requestLogCap {
 		s.reqLog = slices.Delete(s.reqLog, 0, requestLogCap/10)
 	}
@@ -264,6 +271,13 @@ func (s *Server) Requests(route string) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.counts[route]
+}
+
+// FaultsMet returns how many requests each fault kind answered so far.
+func (s *Server) FaultsMet() map[FaultKind]int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return maps.Clone(s.faultCounts)
 }
 
 // RequestLog returns the requests received so far, oldest first (the most
