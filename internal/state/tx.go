@@ -135,6 +135,31 @@ func (tx *Tx) OpenRotations() ([]Rotation, error) {
 	return out, nil
 }
 
+// OpenRotationsOf returns policy's rotations that are neither done nor
+// failed, oldest first. It walks the policy's index and decodes only the
+// open ones, so a run of one policy does not pay for every other policy's
+// rotations in flight.
+func (tx *Tx) OpenRotationsOf(policy string) ([]Rotation, error) {
+	pb := tx.tx.Bucket(bucketRotByPolicy).Bucket([]byte(policy))
+	if pb == nil {
+		return nil, nil
+	}
+	open := tx.tx.Bucket(bucketRotOpen)
+	var out []Rotation
+	c := pb.Cursor()
+	for k, _ := c.First(); k != nil; k, _ = c.Next() {
+		if open.Get(k) == nil {
+			continue
+		}
+		r, err := tx.indexedRotation(k)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}
+
 // Rotations returns up to limit rotations of policy, newest first. An empty
 // policy means every policy; a limit <= 0 means no limit.
 func (tx *Tx) Rotations(policy string, limit int) ([]Rotation, error) {

@@ -123,6 +123,20 @@ func ids(rs []Rotation) []string {
 	return out
 }
 
+func TestTx_OpenRotationsOf(t *testing.T) {
+	db := openTest(t, filepath.Join(t.TempDir(), "state.db"))
+	putRotations(t, db)
+	for policy, want := range map[string][]string{"a": {"r1", "r4"}, "b": {"r0", "r5"}, "none": {}} {
+		mustView(t, db, func(tx *Tx) error {
+			got, err := tx.OpenRotationsOf(policy)
+			if !slices.Equal(ids(got), want) {
+				t.Errorf("OpenRotationsOf(%q) = %v, want %v", policy, ids(got), want)
+			}
+			return err
+		})
+	}
+}
+
 func TestTx_OpenRotations(t *testing.T) {
 	db := openTest(t, filepath.Join(t.TempDir(), "state.db"))
 	putRotations(t, db)
