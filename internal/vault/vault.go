@@ -168,6 +168,9 @@ func (c Config) validate() error {
 	return errors.Join(errs...)
 }
 
+// maxIdleConns is how many idle connections to Vault are kept.
+const maxIdleConns = 64
+
 func newClient(cfg Config) (*api.Client, error) {
 	ac := api.DefaultConfig()
 	if ac.Error != nil {
@@ -188,6 +191,12 @@ func newClient(cfg Config) (*api.Client, error) {
 		ac.MaxRetries = cfg.MaxRetries
 	}
 	ac.CheckRetry = retryPolicy
+	// vault/api keeps GOMAXPROCS+1 idle connections per host; with many
+	// rotations in flight the rest were closed and dialled again for every
+	// request. Keep enough for the engine's concurrency.
+	if tr, ok := ac.HttpClient.Transport.(*http.Transport); ok {
+		tr.MaxIdleConnsPerHost = maxIdleConns
+	}
 	client, err := api.NewClient(ac)
 	if err != nil {
 		return nil, fmt.Errorf("vault: client for %s: %w", cfg.Address, err)

@@ -199,7 +199,12 @@ func New(cfg Config, defaultBaseURL string, spec Spec) (*Client, error) {
 	if cfg.HTTPClient != nil {
 		hc = *cfg.HTTPClient
 	} else {
-		hc.Transport = http.DefaultTransport.(*http.Transport).Clone()
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		// The default keeps 2 idle connections per host; the engine has up
+		// to 8 requests in flight per account (more when configured), and
+		// dialling again for each is wasted work.
+		tr.MaxIdleConnsPerHost = 64
+		hc.Transport = tr
 	}
 	// Go forwards custom headers such as x-api-key on redirects, even to
 	// another host; the APIs never redirect, so a redirect is refused.
