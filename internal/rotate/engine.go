@@ -60,7 +60,7 @@ type Config struct {
 	Kick func()
 	// Concurrency bounds the requests in flight to each provider account
 	// (default 8); ProviderConcurrency overrides it per provider name.
-	// Rotations in flight per provider are bounded at 4x that, so that
+	// Rotations in flight per provider are bounded at 8x that, so that
 	// Vault and journal work overlaps with provider calls.
 	Concurrency         int
 	ProviderConcurrency map[string]int
@@ -110,7 +110,7 @@ func New(cfg Config) *Engine {
 	for name, p := range cfg.Providers {
 		n := e.concurrency(name)
 		provs[name] = limit(p, n)
-		e.sems[name] = make(chan struct{}, 4*n)
+		e.sems[name] = make(chan struct{}, 8*n)
 	}
 	e.cfg.Providers = provs
 	return e
@@ -170,7 +170,7 @@ func (e *Engine) sem(provider string) chan struct{} {
 	defer e.mu.Unlock()
 	s, ok := e.sems[provider]
 	if !ok {
-		s = make(chan struct{}, 4*e.concurrency(provider))
+		s = make(chan struct{}, 8*e.concurrency(provider))
 		e.sems[provider] = s
 	}
 	return s

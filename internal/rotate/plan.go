@@ -36,12 +36,8 @@ func (e *Engine) Plan(ctx context.Context, p policy.Policy) (PolicyPlan, error) 
 	}
 	var open []state.Rotation
 	err = e.cfg.Journal.View(func(tx *state.Tx) error {
-		all, err := tx.OpenRotations()
-		for _, r := range all {
-			if r.Policy == p.Name {
-				open = append(open, r)
-			}
-		}
+		var err error
+		open, err = tx.OpenRotationsOf(p.Name)
 		return err
 	})
 	if err != nil {

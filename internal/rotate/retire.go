@@ -97,65 +97,15 @@ func (e *Engine) backoff(failures int) time.Duration {
 // recordOutcome updates the policy's status after a run and queues the
 // alerts that change with it: failed on the first failure, failing once
 // max_failures is reached, recovered on the first success after failures.
+// A completed rotation recorded its success in its final commit already.
 func (e *Engine) recordOutcome(p policy.Policy, opts Options, res *Result, runErr error) error {
-	if errors.Is(runErr, ErrBusy) || errors.Is(runErr, context.Canceled) {
+	if errors.Is(runErr, ErrBusy) || errors.Is(runErr, context.Canceled) || (runErr == nil && res.Rotated) {
 		return nil
 	}
 	now := e.cfg.Now()
 	queued := false
-	err := e.cfg.Journal.Update(func(tx *state.Tx) error {
-		queued = false
-		st, err := tx.PolicyStatus(p.Name)
-		if err != nil {
-			return err
-		}
-		st.Name = p.Name
-		st.LastAttempt = now
-		var ev *state.Event
-		if runErr == nil {
-			if res.Rotated {
-				st.LastSuccess = now
-				st.LastResult = "rotated"
-				st.OverdueAlerted = false
-			} else {
-				st.LastResult = "ok"
-			}
-			if st.ConsecutiveFailures > 0 {
-				x := e.event(p, policy.EventRecovered, now)
-				x.Detail = fmt.Sprintf("recovered after %d failed attempt(s)", st.ConsecutiveFailures)
-				ev = &x
-			}
-			st.ConsecutiveFailures, st.NextRetry, st.Failing, st.LastError = 0, time.Time{}, false, ""
-		} else {
-			st.ConsecutiveFailures++
-			st.NextRetry = now.Add(e.backoff(st.ConsecutiveFailures))
-			st.LastError = runErr.Error()
-			st.LastResult = "failed"
-			switch {
-			case st.ConsecutiveFailures >= p.MaxFailures && !st.Failing:
-				st.Failing = true
-				x := e.event(p, policy.EventFailing, now)
-				x.Error = runErr.Error()
-				x.Detail = fmt.Sprintf("%d consecutive failures; next attempt at %s", st.ConsecutiveFailures, st.NextRetry.UTC().Format(time.RFC3339))
-				ev = &x
-			case st.ConsecutiveFailures == 1:
-				x := e.event(p, policy.EventFailed, now)
-				x.Error = runErr.Error()
-				x.Detail = "next attempt at " + st.NextRetry.UTC().Format(time.RFC3339)
-				ev = &x
-			}
-		}
-		if err := tx.PutPolicyStatus(st); err != nil {
-			return err
-		}
-		if runErr != nil {
-			if err := e.audit(tx, p, "rotation_failed", res.KeyID, res.KeyName, res.Fingerprint, res.RotationID, opts.Trigger, runErr.Error()); err != nil {
-				return err
-			}
-		}
-		if ev != nil {
-			queued, err = e.enqueue(tx, p, *ev)
-		}
+	err := e.cfg.Journal.Update(func(tx *state.Tx) (err error) {
+		queued, err = e.applyOutcome(tx, p, now, false, runErr, res.RotationID, res.KeyID, res.KeyName, res.Fingerprint, opts.Trigger)
 		return err
 	})
 	if runErr != nil {
@@ -165,6 +115,64 @@ func (e *Engine) recordOutcome(p policy.Policy, opts Options, res *Result, runEr
 		e.cfg.Kick()
 	}
 	return err
+}
+
+// applyOutcome writes one run's outcome into the policy's status within tx
+// and queues the alert the change calls for. It reports whether it queued.
+func (e *Engine) applyOutcome(tx *state.Tx, p policy.Policy, now time.Time, rotated bool, runErr error, rotationID, keyID, keyName, fp, trigger string) (bool, error) {
+	st, err := tx.PolicyStatus(p.Name)
+	if err != nil {
+		return false, err
+	}
+	st.Name = p.Name
+	st.LastAttempt = now
+	var ev *state.Event
+	if runErr == nil {
+		if rotated {
+			st.LastSuccess = now
+			st.LastResult = "rotated"
+			st.OverdueAlerted = false
+			st.CurrentKeyID = keyID
+		} else {
+			st.LastResult = "ok"
+		}
+		if st.ConsecutiveFailures > 0 {
+			x := e.event(p, policy.EventRecovered, now)
+			x.Detail = fmt.Sprintf("recovered after %d failed attempt(s)", st.ConsecutiveFailures)
+			ev = &x
+		}
+		st.ConsecutiveFailures, st.NextRetry, st.Failing, st.LastError = 0, time.Time{}, false, ""
+	} else {
+		st.ConsecutiveFailures++
+		st.NextRetry = now.Add(e.backoff(st.ConsecutiveFailures))
+		st.LastError = runErr.Error()
+		st.LastResult = "failed"
+		switch {
+		case st.ConsecutiveFailures >= p.MaxFailures && !st.Failing:
+			st.Failing = true
+			x := e.event(p, policy.EventFailing, now)
+			x.Error = runErr.Error()
+			x.Detail = fmt.Sprintf("%d consecutive failures; next attempt at %s", st.ConsecutiveFailures, st.NextRetry.UTC().Format(time.RFC3339))
+			ev = &x
+		case st.ConsecutiveFailures == 1:
+			x := e.event(p, policy.EventFailed, now)
+			x.Error = runErr.Error()
+			x.Detail = "next attempt at " + st.NextRetry.UTC().Format(time.RFC3339)
+			ev = &x
+		}
+	}
+	if err := tx.PutPolicyStatus(st); err != nil {
+		return false, err
+	}
+	if runErr != nil {
+		if err := e.audit(tx, p, "rotation_failed", keyID, keyName, fp, rotationID, trigger, runErr.Error()); err != nil {
+			return false, err
+		}
+	}
+	if ev == nil {
+		return false, nil
+	}
+	return e.enqueue(tx, p, *ev)
 }
 
 // checkOverdue alerts once when the current key is older than max_age.

@@ -98,12 +98,8 @@ type resumed struct {
 func (e *Engine) resume(ctx context.Context, p policy.Policy, prov cloud.Provider, opts Options) (resumed, error) {
 	var open []state.Rotation
 	err := e.cfg.Journal.View(func(tx *state.Tx) error {
-		all, err := tx.OpenRotations()
-		for _, r := range all {
-			if r.Policy == p.Name {
-				open = append(open, r)
-			}
-		}
+		var err error
+		open, err = tx.OpenRotationsOf(p.Name)
 		return err
 	})
 	if err != nil {
@@ -495,12 +491,9 @@ func (e *Engine) finish(p policy.Policy, r *state.Rotation) error {
 				return err
 			}
 		}
-		st, err := tx.PolicyStatus(p.Name)
+		// The run's success is recorded here, in the same commit.
+		recovered, err := e.applyOutcome(tx, p, now, true, nil, r.ID, r.KeyID, r.KeyName, r.Fingerprint, r.Trigger)
 		if err != nil {
-			return err
-		}
-		st.CurrentKeyID = r.KeyID
-		if err := tx.PutPolicyStatus(st); err != nil {
 			return err
 		}
 		detail := r.Reason
@@ -518,6 +511,7 @@ func (e *Engine) finish(p policy.Policy, r *state.Rotation) error {
 		}
 		ev.Detail = detail
 		queued, err = e.enqueue(tx, p, ev)
+		queued = queued || recovered
 		return err
 	})
 	if err != nil {
