@@ -238,3 +238,19 @@ func TestDaemon_StateFileIsPrivate(t *testing.T) {
 	}
 	db.Close()
 }
+
+func TestDaemon_MissingVaultMountIsAConfigError(t *testing.T) {
+	e := newEnv(t, cloudtest.Options{})
+	e.writeConfig([]policyYAML{{Name: "gpu"}}, "")
+	cfg, _ := os.ReadFile(e.cfgPath)
+	if err := os.WriteFile(e.cfgPath, []byte(strings.Replace(string(cfg), "mount: secret", "mount: nosuch", 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, stderr, code := e.rotatord(nil, "run", "-config", e.cfgPath, "-once")
+	if code != 1 || !strings.Contains(stderr, "not a KV v2 mount") {
+		t.Fatalf("run with a missing mount: exit %d, stderr %q; want exit 1 naming the mount problem", code, stderr)
+	}
+	if len(e.fake.SesterceKeys()) != 0 {
+		t.Fatal("keys were uploaded although Vault could not store them")
+	}
+}

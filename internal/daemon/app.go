@@ -146,6 +146,15 @@ func (a *App) openVault(ctx context.Context, cfg *policy.Config) error {
 	if err != nil {
 		return fmt.Errorf("connect to vault: %w", err)
 	}
+	// A missing or non-KV-v2 mount is a config mistake: say so now rather
+	// than at the first rotation. Anything else (sealed, unreachable) may
+	// pass; rotations fail with that error until it does.
+	if err := st.Check(ctx); errors.Is(err, vault.ErrMount) {
+		st.Close()
+		return fmt.Errorf("vault: %w", err)
+	} else if err != nil {
+		a.log.Warn("vault is not ready; rotations will fail until it is", "err", err)
+	}
 	a.keys = st
 	return nil
 }
