@@ -282,6 +282,13 @@ func (e *Engine) Run(ctx context.Context, p policy.Policy, opts Options) (res Re
 		if recErr := e.recordOutcome(p, opts, &res, err); recErr != nil {
 			err = errors.Join(err, recErr)
 		}
+		// However the run ended short of a new key (provider down, Vault
+		// sealed, a failed step), an overdue key is alerted, once.
+		if !res.Rotated && !errors.Is(err, ErrBusy) {
+			if oErr := e.checkOverdue(p); oErr != nil {
+				err = errors.Join(err, oErr)
+			}
+		}
 	}()
 
 	resumed, err := e.resume(ctx, p, prov, opts)
@@ -329,7 +336,7 @@ func (e *Engine) Run(ctx context.Context, p policy.Policy, opts Options) (res Re
 	if err != nil {
 		return res, err
 	}
-	return res, e.checkOverdue(p, d)
+	return res, nil
 }
 
 func (res *Result) fill(r *state.Rotation) {

@@ -456,3 +456,30 @@ func TestEngine_RunAllListsEachAccountOnce(t *testing.T) {
 		}
 	}
 }
+
+func TestEngine_OverdueAlertsOnceAndOnlyWhenNotRotated(t *testing.T) {
+	h := newHarness(t)
+	p := sestercePolicy()
+	h.mustRun(p, rotate.Options{})
+
+	// 31 days later (max_age 30d) the run rotates: no overdue alert for
+	// the key it just replaced.
+	h.clock.Advance(31 * 24 * time.Hour)
+	if res := h.mustRun(p, rotate.Options{}); !res.Rotated {
+		t.Fatal("an overdue key was not rotated")
+	}
+	if n := countKind(h.events(), "overdue"); n != 0 {
+		t.Fatalf("%d overdue alerts after a successful rotation, want 0", n)
+	}
+
+	// 31 more days with the provider refusing uploads: overdue, once.
+	h.clock.Advance(31 * 24 * time.Hour)
+	h.fake.Inject(cloudtest.Fault{Route: cloudtest.RouteSesterceCreate, Kind: cloudtest.FaultStatus, Status: 400})
+	for i := 0; i < 3; i++ {
+		h.run(p, rotate.Options{})
+		h.clock.Advance(time.Minute)
+	}
+	if n := countKind(h.events(), "overdue"); n != 1 {
+		t.Fatalf("%d overdue alerts over 3 failed runs, want exactly 1", n)
+	}
+}

@@ -175,20 +175,40 @@ func (e *Engine) applyOutcome(tx *state.Tx, p policy.Policy, now time.Time, rota
 	return e.enqueue(tx, p, *ev)
 }
 
-// checkOverdue alerts once when the current key is older than max_age.
-func (e *Engine) checkOverdue(p policy.Policy, d Decision) error {
-	if d.Current == nil {
-		return nil
-	}
+// checkOverdue alerts once when the policy's active key is older than
+// max_age. It only reads unless there is something to alert.
+func (e *Engine) checkOverdue(p policy.Policy) error {
 	now := e.cfg.Now()
-	if now.Sub(d.Current.CreatedAt) <= p.MaxAge {
-		return nil
+	overdue := func(tx *state.Tx) (*state.KeyRecord, bool, error) {
+		recs, err := tx.Keys(p.Name)
+		if err != nil {
+			return nil, false, err
+		}
+		var cur *state.KeyRecord
+		for i := range recs {
+			if recs[i].Status == state.KeyActive && (cur == nil || recs[i].ActivatedAt.After(cur.ActivatedAt)) {
+				cur = &recs[i]
+			}
+		}
+		if cur == nil || now.Sub(cur.CreatedAt) <= p.MaxAge {
+			return nil, false, nil
+		}
+		st, err := tx.PolicyStatus(p.Name)
+		return cur, err == nil && !st.OverdueAlerted, err
+	}
+	var due bool
+	if err := e.cfg.Journal.View(func(tx *state.Tx) (err error) { _, due, err = overdue(tx); return err }); err != nil || !due {
+		return err
 	}
 	queued := false
 	err := e.cfg.Journal.Update(func(tx *state.Tx) error {
 		queued = false
+		cur, due, err := overdue(tx)
+		if err != nil || !due {
+			return err
+		}
 		st, err := tx.PolicyStatus(p.Name)
-		if err != nil || st.OverdueAlerted {
+		if err != nil {
 			return err
 		}
 		st.Name = p.Name
@@ -197,8 +217,8 @@ func (e *Engine) checkOverdue(p policy.Policy, d Decision) error {
 			return err
 		}
 		ev := e.event(p, policy.EventOverdue, now)
-		ev.KeyID, ev.KeyName, ev.OldFingerprint = d.Current.KeyID, d.Current.Name, d.Current.Fingerprint
-		ev.Detail = fmt.Sprintf("key is %s old; max_age is %s", FormatAge(now.Sub(d.Current.CreatedAt)), FormatAge(p.MaxAge))
+		ev.KeyID, ev.KeyName, ev.OldFingerprint = cur.KeyID, cur.Name, cur.Fingerprint
+		ev.Detail = fmt.Sprintf("key is %s old; max_age is %s", FormatAge(now.Sub(cur.CreatedAt)), FormatAge(p.MaxAge))
 		queued, err = e.enqueue(tx, p, ev)
 		return err
 	})
