@@ -254,3 +254,29 @@ func TestDaemon_MissingVaultMountIsAConfigError(t *testing.T) {
 		t.Fatal("keys were uploaded although Vault could not store them")
 	}
 }
+
+func TestReport_FailOnOverdueExits3(t *testing.T) {
+	e := newEnv(t, cloudtest.Options{})
+	e.fake.AddSesterceKey("alice-laptop", mustPublicKey(t), false)
+	e.writeConfig([]policyYAML{{Name: "gpu", MaxAge: "3s", RotateBefore: "1s", Grace: "1s"}, {Name: "infer", Gcore: true}}, "")
+	if _, stderr, code := e.rotatord(nil, "run", "-config", e.cfgPath, "-once"); code != 0 {
+		t.Fatal(stderr)
+	}
+	out, stderr, code := e.rotatord(nil, "report", "-config", e.cfgPath, "-fail-on", "overdue")
+	if code != 0 {
+		t.Fatalf("fresh keys: report exit %d\n%s%s", code, out, stderr)
+	}
+	for _, want := range []string{"gpu-", "infer-", "alice-laptop", "unmanaged", "ok"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("report lacks %q:\n%s", want, out)
+		}
+	}
+	time.Sleep(3100 * time.Millisecond) // gpu's key passes its 3s max_age
+	out, _, code = e.rotatord(nil, "report", "-config", e.cfgPath, "-format", "csv", "-fail-on", "overdue")
+	if code != 3 {
+		t.Fatalf("overdue key: report exit %d, want 3\n%s", code, out)
+	}
+	if !strings.Contains(out, ",overdue,") {
+		t.Errorf("csv report does not mark the key overdue:\n%s", out)
+	}
+}

@@ -479,3 +479,12 @@ func cpuTicks(pid int) (int64, error) {
 	fmt.Sscan(fields[12], &st)
 	return ut + st, nil
 }
+
+func mustPublicKey(t testing.TB) string {
+	t.Helper()
+	k, err := keygen.Generate(keygen.Spec{Type: keygen.TypeED25519}, "someone@laptop")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k.PublicKey
+}
