@@ -280,3 +280,30 @@ func TestReport_FailOnOverdueExits3(t *testing.T) {
 		t.Errorf("csv report does not mark the key overdue:\n%s", out)
 	}
 }
+
+func TestDaemon_NoSlackQueuesNothing(t *testing.T) {
+	e := newEnv(t, cloudtest.Options{})
+	e.writeConfig([]policyYAML{{Name: "gpu"}}, "")
+	for i := 0; i < 2; i++ {
+		if _, stderr, code := e.rotatord(nil, "rotate", "-config", e.cfgPath, "-all"); code != 0 {
+			t.Fatal(stderr)
+		}
+	}
+	db, err := state.Open(e.statePath(), state.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	_ = db.View(func(tx *state.Tx) error {
+		n, err := tx.OutboxLen()
+		if n != 0 {
+			t.Errorf("%d notifications queued with no Slack configured; the outbox would grow forever", n)
+		}
+		audits := 0
+		_ = tx.ForEachAudit(func(state.AuditEntry) error { audits++; return nil })
+		if audits < 2 {
+			t.Errorf("%d audit records, want the rotations audited", audits)
+		}
+		return err
+	})
+}

@@ -198,7 +198,7 @@ func (a *App) build(cfg *policy.Config) (*runtime, error) {
 	eng := rotate.New(rotate.Config{
 		Journal: a.db, Keys: keys, Providers: provs, Locks: a.locks, ProviderConcurrency: conc,
 		Logger: a.log.With("component", "rotate"), Kick: kick, Hook: a.opts.Hook,
-		BackoffBase: a.opts.BackoffBase,
+		BackoffBase: a.opts.BackoffBase, Silent: a.disp == nil,
 	})
 	return &runtime{cfg: cfg, providers: provs, engine: eng, loaded: time.Now()}, nil
 }
@@ -278,6 +278,10 @@ const digestEntry = "@report-digest"
 // postDigest queues the compliance digest for Slack. The outbox carries it,
 // so a Slack outage delays it instead of losing it.
 func (a *App) postDigest(ctx context.Context, rt *runtime) {
+	if a.disp == nil {
+		a.log.Warn("report digest skipped: Slack is not configured (it takes effect at the next restart)")
+		return
+	}
 	rep, err := report.Generate(ctx, report.Source{Now: time.Now(), Config: rt.cfg, State: a.db, Providers: rt.providers})
 	if err != nil {
 		a.log.Error("report digest", "err", err)
@@ -289,9 +293,7 @@ func (a *App) postDigest(ctx context.Context, rt *runtime) {
 		return
 	}
 	a.log.Info("report digest queued", "channel", ev.Channel)
-	if a.disp != nil {
-		a.disp.Kick()
-	}
+	a.disp.Kick()
 }
 
 func (a *App) runPolicy(ctx context.Context, rt *runtime, p policy.Policy, opts rotate.Options) rotate.Result {
@@ -369,13 +371,14 @@ func (a *App) ReloadFailed(err error) {
 	a.reloadErr = err.Error()
 	a.reloadMu.Unlock()
 	a.log.Error("reload failed; keeping the running config", "err", err)
+	if a.disp == nil {
+		return // no Slack: the log and the metric say it
+	}
 	_ = a.db.Update(func(tx *state.Tx) error {
 		_, err := tx.Enqueue(state.Event{Kind: "reload_failed", Error: err.Error(), Time: time.Now()})
 		return err
 	})
-	if a.disp != nil {
-		a.disp.Kick()
-	}
+	a.disp.Kick()
 }
 
 // Stop stops the schedules (waiting up to ctx for the steps in flight),

@@ -58,6 +58,9 @@ type Config struct {
 	Generate func(spec keygen.Spec, comment string) (*keygen.Key, error)
 	// Kick is called after events were queued, to wake the notifier.
 	Kick func()
+	// Silent queues no notifications (no Slack configured): the outbox
+	// would only grow. The audit log is written either way.
+	Silent bool
 	// Concurrency bounds the requests in flight to each provider account
 	// (default 8); ProviderConcurrency overrides it per provider name.
 	// Rotations in flight per provider are bounded at 8x that, so that

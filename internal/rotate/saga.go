@@ -534,7 +534,7 @@ func (e *Engine) event(p policy.Policy, kind string, now time.Time) state.Event 
 
 // enqueue queues ev if the policy subscribes to its kind.
 func (e *Engine) enqueue(tx *state.Tx, p policy.Policy, ev state.Event) (bool, error) {
-	if !p.Notify.Wants(ev.Kind) {
+	if e.cfg.Silent || !p.Notify.Wants(ev.Kind) {
 		return false, nil
 	}
 	_, err := tx.Enqueue(ev)
