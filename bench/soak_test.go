@@ -46,35 +46,20 @@ func TestSoak(t *testing.T) {
 	defer store.Close()
 	t.Logf("soak: %d policies, fault seed %d", n, seed)
 
-	rotated := map[string]int{}
+	rotated := map[string]int{} // by policy, over the daemons that have ended
 	var logs []string
 	count := func(d *daemon) {
-		sc := bufio.NewScanner(strings.NewReader(d.log()))
-		sc.Buffer(make([]byte, 1<<20), 1<<20)
-		for sc.Scan() {
-			var l struct{ Msg, Policy string }
-			if json.Unmarshal(sc.Bytes(), &l) == nil && l.Msg == "rotated" {
-				rotated[l.Policy]++
-			}
+		for k, v := range rotationsIn(d.log()) {
+			rotated[k] += v
 		}
 		logs = append(logs, d.log())
 	}
 	progress := func(d *daemon) (total, done int) {
-		cur := map[string]int{}
-		for k, v := range rotated {
-			cur[k] = v
-		}
-		sc := bufio.NewScanner(strings.NewReader(d.log()))
-		sc.Buffer(make([]byte, 1<<20), 1<<20)
-		for sc.Scan() {
-			var l struct{ Msg, Policy string }
-			if json.Unmarshal(sc.Bytes(), &l) == nil && l.Msg == "rotated" {
-				cur[l.Policy]++
-			}
-		}
+		cur := rotationsIn(d.log())
 		for _, name := range s.names {
-			total += min(cur[name], rounds)
-			if cur[name] >= rounds {
+			c := rotated[name] + cur[name]
+			total += min(c, rounds)
+			if c >= rounds {
 				done++
 			}
 		}
@@ -145,6 +130,20 @@ soak: %d policies, faults 10%% 503 / 5%% 429 / 1%% hang, 2 SIGKILLs, until every
   restarts         %d (SIGKILL)
   keys lost        %d
 `, n, rounds, elapsed.Round(time.Second), total, retries, faults, restarts, lost)
+}
+
+// rotationsIn counts the "rotated" log lines of a daemon by policy.
+func rotationsIn(log string) map[string]int {
+	out := map[string]int{}
+	sc := bufio.NewScanner(strings.NewReader(log))
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		var l struct{ Msg, Policy string }
+		if json.Unmarshal(sc.Bytes(), &l) == nil && l.Msg == "rotated" {
+			out[l.Policy]++
+		}
+	}
+	return out
 }
 
 func mustRead(t *testing.T, path string) string {
