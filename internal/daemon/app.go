@@ -67,6 +67,12 @@ type App struct {
 	reloadMu  sync.Mutex
 	reloadErr string // last reload error, "" after a good one
 
+	// manual counts the rotations asked for by signal or socket; Stop waits
+	// for them and refuses new ones once stopping is set.
+	manualMu sync.Mutex
+	manual   sync.WaitGroup
+	stopping bool
+
 	started time.Time
 	ctl     *control.Server
 	metSrv  *http.Server
@@ -385,16 +391,21 @@ func (a *App) ReloadFailed(err error) {
 // the background loops, and closes the long-lived clients.
 func (a *App) Stop(ctx context.Context) error {
 	a.sdNotify("STOPPING=1")
+	// Rotations asked for by signal or socket finish too; no new ones start.
+	a.manualMu.Lock()
+	a.stopping = true
+	a.manualMu.Unlock()
 	rt := a.runtime()
 	var err error
 	if rt.sched != nil {
 		err = rt.sched.Stop(ctx)
 	}
-	// Manual runs (socket, signal) hold policy locks: wait for them too.
-	for _, p := range rt.cfg.Policies {
-		if unlock, lerr := a.locks.Lock(ctx, p.Name); lerr == nil {
-			unlock()
-		}
+	done := make(chan struct{})
+	go func() { a.manual.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		err = errors.Join(err, ctx.Err())
 	}
 	if a.ctl != nil {
 		_ = a.ctl.Close(ctx)
@@ -433,6 +444,14 @@ func (a *App) RunOnce(ctx context.Context) []rotate.Result {
 // waits for a run of the same policy in flight instead of skipping, so
 // every trigger yields exactly one new key per policy.
 func (a *App) RotatePolicies(ctx context.Context, names []string, emergency bool, trigger string) ([]rotate.Result, error) {
+	a.manualMu.Lock()
+	if a.stopping {
+		a.manualMu.Unlock()
+		return nil, errors.New("rotatord is stopping; rotate again once it runs")
+	}
+	a.manual.Add(1)
+	a.manualMu.Unlock()
+	defer a.manual.Done()
 	rt := a.runtime()
 	ps := rt.cfg.Policies
 	if len(names) > 0 {
