@@ -483,3 +483,31 @@ func TestEngine_OverdueAlertsOnceAndOnlyWhenNotRotated(t *testing.T) {
 		t.Fatalf("%d overdue alerts over 3 failed runs, want exactly 1", n)
 	}
 }
+
+func TestEngine_PromoteOverAConcurrentVaultWrite(t *testing.T) {
+	h := newHarness(t)
+	p := sestercePolicy()
+	h.mustRun(p, rotate.Options{})
+	// Someone writes <vault_path> by hand while the next rotation uploads.
+	h.hook = func(point string) {
+		if point == "after:upload" {
+			h.hook = nil
+			if _, err := h.store.Put(context.Background(), p.VaultPath, map[string]string{"note": "manual"}, -1); err != nil {
+				t.Error(err)
+			}
+		}
+	}
+	res := h.mustRun(p, rotate.Options{Force: true})
+	if !res.Rotated {
+		t.Fatal("not rotated")
+	}
+	_, v, _ := h.vaultKey(p.VaultPath)
+	h.assertConverged(p) // Vault holds the key the provider hands out
+	prev, err := h.store.GetVersion(context.Background(), p.VaultPath, v-1)
+	if err != nil || prev["note"] != "manual" {
+		t.Fatalf("the manual write is not the previous version: %v %v", prev, err)
+	}
+	if !strings.Contains(h.logs.String(), "vault path changed during the rotation") {
+		t.Error("no warning about the overwritten manual write")
+	}
+}

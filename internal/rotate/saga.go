@@ -445,7 +445,10 @@ func (e *Engine) promote(ctx context.Context, p policy.Policy, r *state.Rotation
 		e.cfg.Hook("before:promote")
 		v, err := e.cfg.Keys.Put(ctx, p.VaultPath, pending, r.VaultVersion)
 		if err != nil {
-			return fmt.Errorf("write %s (check-and-set on version %d): %w", p.VaultPath, r.VaultVersion, err)
+			v, err = e.promoteOverChange(ctx, p, r, pending, err)
+		}
+		if err != nil {
+			return err
 		}
 		e.cfg.Hook("after:promote")
 		r.VaultVersion = v
@@ -454,6 +457,25 @@ func (e *Engine) promote(ctx context.Context, p policy.Policy, r *state.Rotation
 		return fmt.Errorf("delete %s: %w", PendingPath(p.VaultPath), err)
 	}
 	return e.step(p, r, state.StepPromoted, nil)
+}
+
+// promoteOverChange handles a failed check-and-set write of <vault_path>:
+// someone wrote it since the rotation began. The key being promoted is
+// already the one the provider hands out, so Vault must hold it; the other
+// write stays readable as the previous version. Any other failure (Vault
+// sealed, unreachable) is returned as is.
+func (e *Engine) promoteOverChange(ctx context.Context, p policy.Policy, r *state.Rotation, data map[string]string, putErr error) (int, error) {
+	_, cur, err := e.cfg.Keys.Get(ctx, p.VaultPath)
+	if err != nil && !isNotExist(err) || cur == r.VaultVersion {
+		return 0, fmt.Errorf("write %s (check-and-set on version %d): %w", p.VaultPath, r.VaultVersion, putErr)
+	}
+	e.log.Warn("vault path changed during the rotation; writing over it (the other write stays readable as the previous version)",
+		"policy", p.Name, "rotation_id", r.ID, "path", p.VaultPath, "expected_version", r.VaultVersion, "found_version", cur)
+	v, err := e.cfg.Keys.Put(ctx, p.VaultPath, data, cur)
+	if err != nil {
+		return 0, fmt.Errorf("write %s (check-and-set on version %d, after it moved from %d): %w", p.VaultPath, cur, r.VaultVersion, err)
+	}
+	return v, nil
 }
 
 // finish (step 7 + 8): the new key becomes the policy's active record, every
