@@ -312,6 +312,20 @@ func (e *Engine) Run(ctx context.Context, p policy.Policy, opts Options) (res Re
 		return res, err
 	}
 	d := Decide(obs)
+	if len(d.Orphans) > 0 {
+		// Keys named like ours with no record: a lost journal or state
+		// file. Those whose private half is in Vault are taken back.
+		adopted, err := e.adopt(ctx, p, prov, d)
+		if err != nil {
+			return res, err
+		}
+		if adopted > 0 {
+			if obs, err = e.observe(ctx, p, prov, obs.Force, nil); err != nil {
+				return res, err
+			}
+			d = Decide(obs)
+		}
+	}
 	res.Reason = d.Reason
 	if err := e.reconcile(p, d); err != nil {
 		return res, err

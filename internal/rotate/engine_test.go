@@ -12,6 +12,7 @@ import (
 
 	"github.com/rotatord/rotatord/internal/cloud"
 	"github.com/rotatord/rotatord/internal/cloud/cloudtest"
+	"github.com/rotatord/rotatord/internal/keygen"
 	"github.com/rotatord/rotatord/internal/rotate"
 	"github.com/rotatord/rotatord/internal/state"
 	"github.com/rotatord/rotatord/policy"
@@ -509,5 +510,67 @@ func TestEngine_PromoteOverAConcurrentVaultWrite(t *testing.T) {
 	}
 	if !strings.Contains(h.logs.String(), "vault path changed during the rotation") {
 		t.Error("no warning about the overwritten manual write")
+	}
+}
+
+func TestEngine_AdoptsKeysAfterStateLoss(t *testing.T) {
+	h := newHarness(t)
+	p := sestercePolicy()
+	h.mustRun(p, rotate.Options{})
+	cur := h.assertConverged(p)
+
+	// The state file is lost (disk replaced, no backup).
+	path := h.db.Path()
+	h.db.Close()
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	var err error
+	if h.db, err = state.Open(path, state.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	h.engine = h.newEngine()
+	creates := h.fake.Requests(cloudtest.RouteSesterceCreate)
+	res := h.mustRun(p, rotate.Options{})
+	if res.Rotated || h.fake.Requests(cloudtest.RouteSesterceCreate) != creates {
+		t.Fatalf("rotated=%v after state loss; want the key in Vault taken back, no new key", res.Rotated)
+	}
+	if got := h.assertConverged(p); got.ID != cur.ID {
+		t.Fatalf("active key %s, want the adopted %s", got.ID, cur.ID)
+	}
+}
+
+func TestEngine_AdoptsAnUploadWhoseJournalWasLost(t *testing.T) {
+	h := newHarness(t)
+	p := sestercePolicy()
+	h.mustRun(p, rotate.Options{})
+	old := h.assertConverged(p)
+
+	// What a crash between upload and journal leaves when the journal entry
+	// is gone too: the private half pending in Vault, the key uploaded.
+	k, err := keygen.Generate(keygen.Spec{Type: keygen.TypeED25519}, keygen.Comment(p.Name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := rotate.KeyName(p.NamePrefix, h.clock.Now().Add(time.Hour))
+	if _, err := h.store.Put(context.Background(), rotate.PendingPath(p.VaultPath), map[string]string{
+		"private_key": k.PrivateKey.Reveal(), "public_key": k.PublicKey, "fingerprint": k.SHA256,
+		"key_name": name, "rotation_id": "r-lost-journal", "policy": p.Name,
+	}, -1); err != nil {
+		t.Fatal(err)
+	}
+	uploaded := h.fake.AddSesterceKey(name, k.PublicKey, false)
+	creates := h.fake.Requests(cloudtest.RouteSesterceCreate)
+
+	h.mustRun(p, rotate.Options{})
+	cur := h.assertConverged(p)
+	if cur.ID != uploaded.ID {
+		t.Fatalf("active key %s, want the adopted upload %s", cur.ID, uploaded.ID)
+	}
+	if h.fake.Requests(cloudtest.RouteSesterceCreate) != creates {
+		t.Fatal("a new key was created instead of finishing the adopted one")
+	}
+	if !hasKey(h.providerKeys(p), old.ID) {
+		t.Fatal("the replaced key was deleted before its grace period")
 	}
 }
