@@ -61,9 +61,24 @@ func TestDaemon_SIGUSR1RotatesOncePerTriggerEvenDuringScheduledRun(t *testing.T)
 
 func TestDaemon_SIGHUPReload(t *testing.T) {
 	e := newEnv(t, cloudtest.Options{})
-	e.writeConfig([]policyYAML{{Name: "keep"}, {Name: "drop", Gcore: true}}, "")
+	addr := freeAddr(t)
+	e.writeConfig([]policyYAML{{Name: "keep"}, {Name: "drop", Gcore: true}}, "metrics: {listen: "+addr+"}\n")
 	d := e.startDaemon()
 	c := control.NewClient(e.socket())
+	reloadGauge := func() string {
+		resp, err := http.Get("http://" + addr + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(l, "rotatord_config_last_reload_successful ") {
+				return strings.TrimPrefix(l, "rotatord_config_last_reload_successful ")
+			}
+		}
+		return ""
+	}
 	names := func() string {
 		st, err := c.Status(context.Background())
 		if err != nil {
@@ -103,11 +118,17 @@ func TestDaemon_SIGHUPReload(t *testing.T) {
 	if got := names(); got != "keep,drop" {
 		t.Fatalf("after a failed reload policies = %s, want the old ones", got)
 	}
+	if g := reloadGauge(); g != "0" {
+		t.Errorf("rotatord_config_last_reload_successful = %q after a failed reload, want 0", g)
+	}
 
 	// A good file adds and removes policies without a restart.
-	e.writeConfig([]policyYAML{{Name: "keep"}, {Name: "added", Gcore: true}}, "")
+	e.writeConfig([]policyYAML{{Name: "keep"}, {Name: "added", Gcore: true}}, "metrics: {listen: "+addr+"}\n")
 	d.signal(syscall.SIGHUP)
 	eventually(t, 10*time.Second, "the new policy set", func() bool { return names() == "keep,added" })
+	if g := reloadGauge(); g != "1" {
+		t.Errorf("rotatord_config_last_reload_successful = %q after a good reload, want 1", g)
+	}
 	st, _ = c.Status(context.Background())
 	if !st.LastReloadOK {
 		t.Errorf("last reload error still set after a good reload: %s", st.LastReloadErr)
@@ -175,12 +196,7 @@ func TestDaemon_ControlSocket(t *testing.T) {
 
 func TestDaemon_MetricsShowEveryManagedKey(t *testing.T) {
 	e := newEnv(t, cloudtest.Options{})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
+	addr := freeAddr(t)
 	ps := []policyYAML{{Name: "gpu"}, {Name: "infer", Gcore: true}}
 	e.writeConfig(ps, "metrics: {listen: "+addr+"}\n")
 	e.startDaemon()
@@ -306,4 +322,15 @@ func TestDaemon_NoSlackQueuesNothing(t *testing.T) {
 		}
 		return err
 	})
+}
+
+// freeAddr returns a loopback address with a port free right now.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
 }
