@@ -166,7 +166,7 @@ func TestDaemon_ControlSocket(t *testing.T) {
 	e := newEnv(t, cloudtest.Options{})
 	ps := []policyYAML{{Name: "gpu"}, {Name: "infer", Gcore: true}}
 	e.writeConfig(ps, "")
-	e.startDaemon()
+	d := e.startDaemon("ROTATORD_LOG_LEVEL=debug") // the leak check below reads every line
 	fi, err := os.Stat(e.socket())
 	if err != nil {
 		t.Fatal(err)
@@ -191,6 +191,28 @@ func TestDaemon_ControlSocket(t *testing.T) {
 	e.assertConverged(ps[0], "after rotate via socket")
 	if _, stderr, code := e.rotatord(nil, "rotate", "-config", e.cfgPath, "-policy", "nope"); code == 0 || !strings.Contains(stderr, `unknown policy "nope"`) {
 		t.Errorf("rotate of an unknown policy: exit %d, %q", code, stderr)
+	}
+
+	// Nothing secret crosses the socket or reaches the daemon's log.
+	statusJSON, _, _ := e.rotatord(nil, "status", "-config", e.cfgPath, "-json")
+	reportJSON, _, _ := e.rotatord(nil, "report", "-config", e.cfgPath, "-format", "json")
+	data, _, err := e.store.Get(context.Background(), e.prefix+"/gpu")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pemBody := strings.Split(data["private_key"], "\n")[1]
+	for name, text := range map[string]string{"status": statusJSON, "report": reportJSON, "daemon log": d.logs.String()} {
+		for _, secret := range []string{"PRIVATE KEY", pemBody, vaultSrv.RootToken.Reveal(), cloudtest.DefaultSesterceAPIKey.Reveal(), cloudtest.DefaultGcoreAPIKey.Reveal()} {
+			if strings.Contains(text, secret) {
+				t.Errorf("%s contains a secret (%.12s...)", name, secret)
+			}
+		}
+	}
+	if !strings.Contains(d.logs.String(), `"level":"DEBUG"`) {
+		t.Error("the daemon did not log at debug level; the leak check saw too little")
+	}
+	if !strings.Contains(reportJSON, `"summary"`) || !strings.Contains(statusJSON, `"policies"`) {
+		t.Errorf("status/report JSON over the socket look wrong:\n%s\n%s", statusJSON, reportJSON)
 	}
 }
 
