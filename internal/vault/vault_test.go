@@ -43,10 +43,24 @@ func sharedServer(t *testing.T) *vaulttest.Server {
 	return vaulttest.Shared(t, shared, sharedErr)
 }
 
-// testPath is a path of the test's own under ssh/.
+// runIDs numbers each run of a test, so that runs with -count=N against
+// the shared server do not see each other's data.
+var (
+	runMu  sync.Mutex
+	runIDs = map[*testing.T]int{}
+)
+
+// testPath is a path of the test's own (and of this run's) under ssh/.
 func testPath(t *testing.T, leaf string) string {
+	runMu.Lock()
+	id, ok := runIDs[t]
+	if !ok {
+		id = len(runIDs) + 1
+		runIDs[t] = id
+	}
+	runMu.Unlock()
 	name := strings.NewReplacer("/", "-", " ", "-").Replace(t.Name())
-	return "ssh/test/" + name + "/" + leaf
+	return fmt.Sprintf("ssh/test/%s-%d/%s", name, id, leaf)
 }
 
 func newStore(t *testing.T, srv *vaulttest.Server, auth vault.Auth, opts ...func(*vault.Config)) *vault.Store {
@@ -474,9 +488,11 @@ func TestStore_Check(t *testing.T) {
 	if err := c.Sys().Mount("kv1", &api.MountInput{Type: "kv", Options: map[string]string{"version": "1"}}); err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = c.Sys().Unmount("kv1") })
 	if err := c.Sys().Mount("transit-check", &api.MountInput{Type: "transit"}); err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = c.Sys().Unmount("transit-check") })
 	tests := []struct {
 		mount string
 		want  error
