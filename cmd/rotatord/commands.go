@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -11,6 +12,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/rotatord/rotatord/internal/control"
 	"github.com/rotatord/rotatord/internal/daemon"
 	"github.com/rotatord/rotatord/internal/rotate"
 	"github.com/rotatord/rotatord/policy"
@@ -77,6 +79,22 @@ func cmdPlan(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return exitCode{code: exitFailed, msg: err.Error()}
 	}
+	// A running daemon holds the state file: it plans.
+	raw, err := control.NewClient(cfg.Control.Socket).Plan(ctx)
+	if err == nil {
+		var reply daemon.PlanReply
+		if err := json.Unmarshal(raw, &reply); err != nil {
+			return fmt.Errorf("decode plan: %w", err)
+		}
+		printPlan(stdout, reply.Plans, time.Now())
+		if reply.Error != "" {
+			return errors.New(reply.Error)
+		}
+		return nil
+	}
+	if !errors.Is(err, control.ErrNoDaemon) {
+		return err
+	}
 	readOnly := true
 	if _, err := os.Stat(cfg.State.Path); errors.Is(err, os.ErrNotExist) {
 		// A fresh install: plan against an empty state in a scratch file so
@@ -94,7 +112,7 @@ func cmdPlan(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	defer app.Close()
-	plans, err := app.Plan(ctx)
+	plans, err := app.Plans(ctx)
 	printPlan(stdout, plans, time.Now())
 	return err
 }

@@ -193,6 +193,12 @@ func TestDaemon_ControlSocket(t *testing.T) {
 		t.Errorf("rotate of an unknown policy: exit %d, %q", code, stderr)
 	}
 
+	// plan works while the daemon holds the state file: the daemon plans.
+	planOut, stderr, code := e.rotatord(nil, "plan", "-config", e.cfgPath)
+	if code != 0 || !strings.Contains(planOut, "policy gpu (sesterce-e2e): key is fresh") || !strings.Contains(planOut, "policy infer (gcore-e2e): no managed key yet") {
+		t.Errorf("plan through the socket: exit %d\n%s%s", code, planOut, stderr)
+	}
+
 	// Nothing secret crosses the socket or reaches the daemon's log.
 	statusJSON, _, _ := e.rotatord(nil, "status", "-config", e.cfgPath, "-json")
 	reportJSON, _, _ := e.rotatord(nil, "report", "-config", e.cfgPath, "-format", "json")

@@ -56,6 +56,12 @@ func (c *Client) Report(ctx context.Context) (json.RawMessage, error) {
 	return raw, c.do(ctx, http.MethodGet, "/v1/report", nil, &raw)
 }
 
+// Plan fetches the daemon's dry run as JSON.
+func (c *Client) Plan(ctx context.Context) (json.RawMessage, error) {
+	var raw json.RawMessage
+	return raw, c.do(ctx, http.MethodGet, "/v1/plan", nil, &raw)
+}
+
 func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
 	var body io.Reader
 	if in != nil {

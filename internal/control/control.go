@@ -83,6 +83,8 @@ type Backend interface {
 	Reload(ctx context.Context) error
 	// Report returns the compliance report as JSON (the CLI formats it).
 	Report(ctx context.Context) (json.RawMessage, error)
+	// Plan returns the dry run of every policy as JSON (the CLI prints it).
+	Plan(ctx context.Context) (json.RawMessage, error)
 }
 
 // errorBody is every error answer.
@@ -172,6 +174,10 @@ func handler(b Backend, log *slog.Logger) http.Handler {
 	mux.HandleFunc("GET /v1/report", func(w http.ResponseWriter, r *http.Request) {
 		rep, err := b.Report(r.Context())
 		reply(w, rep, err)
+	})
+	mux.HandleFunc("GET /v1/plan", func(w http.ResponseWriter, r *http.Request) {
+		plan, err := b.Plan(r.Context())
+		reply(w, plan, err)
 	})
 	return mux
 }

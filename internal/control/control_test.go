@@ -32,6 +32,10 @@ func (f *fakeBackend) Report(context.Context) (json.RawMessage, error) {
 	return json.RawMessage(`{"keys":[]}`), f.fail
 }
 
+func (f *fakeBackend) Plan(context.Context) (json.RawMessage, error) {
+	return json.RawMessage(`[{"Policy":"gpu"}]`), f.fail
+}
+
 func TestServer_RoundTrip(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "run", "ctl.sock")
 	b := &fakeBackend{}
@@ -62,6 +66,9 @@ func TestServer_RoundTrip(t *testing.T) {
 	}
 	if raw, err := c.Report(ctx); err != nil || string(raw) != `{"keys":[]}` {
 		t.Fatalf("Report = %s, %v", raw, err)
+	}
+	if raw, err := c.Plan(ctx); err != nil || string(raw) != `[{"Policy":"gpu"}]` {
+		t.Fatalf("Plan = %s, %v", raw, err)
 	}
 
 	// Backend errors come back as the error text, not as a transport failure.

@@ -475,8 +475,8 @@ func (a *App) runAll(ctx context.Context, rt *runtime, ps []policy.Policy, opts 
 	return results
 }
 
-// Plan is the dry run of every policy.
-func (a *App) Plan(ctx context.Context) ([]rotate.PolicyPlan, error) {
+// Plans is the dry run of every policy.
+func (a *App) Plans(ctx context.Context) ([]rotate.PolicyPlan, error) {
 	rt := a.runtime()
 	var plans []rotate.PolicyPlan
 	var errs []error

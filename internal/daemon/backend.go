@@ -108,6 +108,27 @@ func (a *App) Report(ctx context.Context) (json.RawMessage, error) {
 	return json.Marshal(rep)
 }
 
+// Plan serves `rotatord plan` through the socket: the dry run, as JSON.
+// Policies that could not be planned (a provider down) are named in Error
+// next to the plans of the others.
+func (a *App) Plan(ctx context.Context) (json.RawMessage, error) {
+	plans, err := a.Plans(ctx)
+	return json.Marshal(PlanReply{Plans: plans, Error: errString(err)})
+}
+
+// PlanReply is the socket's answer to plan.
+type PlanReply struct {
+	Plans []rotate.PolicyPlan `json:"plans"`
+	Error string              `json:"error,omitempty"`
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
+
 // BuildReport builds the compliance report.
 func (a *App) BuildReport(ctx context.Context) (*report.Report, error) {
 	rt := a.runtime()
