@@ -362,3 +362,27 @@ func freeAddr(t *testing.T) string {
 	defer ln.Close()
 	return ln.Addr().String()
 }
+
+func TestDaemon_StartsWhileVaultIsDown(t *testing.T) {
+	e := newEnv(t, cloudtest.Options{})
+	e.writeConfig([]policyYAML{{Name: "gpu"}}, "")
+	dead := "http://" + freeAddr(t) // nothing listens there
+	cfg, _ := os.ReadFile(e.cfgPath)
+	if err := os.WriteFile(e.cfgPath, []byte(strings.Replace(string(cfg), vaultSrv.Addr, dead, 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d := e.startDaemon()
+	if !strings.Contains(d.logs.String(), "vault is not reachable; starting anyway") {
+		t.Errorf("no warning that Vault is down:\n%s", d.logs.String())
+	}
+	out, _, code := e.rotatord(nil, "rotate", "-config", e.cfgPath, "-policy", "gpu")
+	if code != 1 || !strings.Contains(out, "gpu: FAILED") || !strings.Contains(out, "vault unreachable") {
+		t.Fatalf("rotate with Vault down: exit %d, %q; want a failure that says Vault is unreachable", code, out)
+	}
+	if n := len(e.fake.SesterceKeys()); n != 0 {
+		t.Fatalf("%d keys uploaded while Vault was down, want 0", n)
+	}
+	if _, _, code := e.rotatord(nil, "status", "-config", e.cfgPath); code != 0 {
+		t.Fatal("status does not work while Vault is down")
+	}
+}

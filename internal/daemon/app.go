@@ -55,7 +55,7 @@ type App struct {
 	opts  Options
 	log   *slog.Logger
 	db    *state.DB
-	keys  *vault.Store
+	keys  *keyStore
 	slack *notify.Slack
 	disp  *notify.Dispatcher
 	locks *rotate.Locks
@@ -148,20 +148,14 @@ func (a *App) openVault(ctx context.Context, cfg *policy.Config) error {
 		}
 		vc.Auth.Token = tok
 	}
-	st, err := vault.New(ctx, vc)
-	if err != nil {
-		return fmt.Errorf("connect to vault: %w", err)
+	a.keys = &keyStore{cfg: vc, log: a.log.With("component", "vault")}
+	if _, err := a.keys.connect(ctx); err != nil {
+		if !transient(err) {
+			return err
+		}
+		// Down or sealed now: start anyway and log in at first use.
+		a.log.Warn("vault is not reachable; starting anyway, rotations fail until it is", "err", err)
 	}
-	// A missing or non-KV-v2 mount is a config mistake: say so now rather
-	// than at the first rotation. Anything else (sealed, unreachable) may
-	// pass; rotations fail with that error until it does.
-	if err := st.Check(ctx); errors.Is(err, vault.ErrMount) {
-		st.Close()
-		return fmt.Errorf("vault: %w", err)
-	} else if err != nil {
-		a.log.Warn("vault is not ready; rotations will fail until it is", "err", err)
-	}
-	a.keys = st
 	return nil
 }
 
