@@ -48,6 +48,11 @@ func BenchmarkRotations(b *testing.B) {
 	cpuPer := cpu(usage) / time.Duration(n)
 
 	// The same work by hand.
+	for _, tool := range []string{"ssh-keygen", "curl", "jq"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			b.Fatalf("the hand-written script needs %s: apt-get install -y openssh-client curl jq", tool)
+		}
+	}
 	vaultBin, err := exec.LookPath(os.Getenv("ROTATORD_VAULT_BIN"))
 	if err != nil {
 		vaultBin = "../bin/vault"
