@@ -26,6 +26,29 @@ func (p Policy) KeyName(t time.Time) string {
 	return p.NamePrefix + "-" + t.UTC().Format(KeyNameLayout)
 }
 
+// OwnsKeyName reports whether name is one KeyName makes for this policy:
+// <name_prefix>-<yyyymmddThhmmss>, exactly. "gpu" does not own
+// "gpu-team-20260101T000000". The rotation engine (orphans) and the report
+// (orphaned vs unmanaged) both decide with it; it runs for every key a
+// provider lists, so it is spelled out rather than a regexp.
+func (p Policy) OwnsKeyName(name string) bool {
+	const stamp = "00000000T000000" // the shape of KeyNameLayout
+	prefix := p.NamePrefix
+	if len(name) != len(prefix)+1+len(stamp) || name[:len(prefix)] != prefix || name[len(prefix)] != '-' {
+		return false
+	}
+	for i, c := range []byte(name[len(prefix)+1:]) {
+		if stamp[i] == 'T' {
+			if c != 'T' {
+				return false
+			}
+		} else if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
+}
+
 // Events lists every notification event, in the order of the default
 // notify.on.
 func Events() []string {

@@ -393,7 +393,7 @@ func (g *generator) addUnrecorded() {
 				AgeSeconds: seconds(g.age(k.CreatedAt)), Status: StatusUnmanaged,
 			}
 			for _, p := range g.byAcct[a] {
-				if managedName(p.NamePrefix, k.Name) {
+				if p.OwnsKeyName(k.Name) {
 					row.Policy, row.Status, row.MaxAgeSeconds = p.Name, StatusOrphaned, seconds(p.MaxAge)
 					break
 				}
@@ -478,27 +478,6 @@ func (g *generator) age(created time.Time) time.Duration {
 		return 0
 	}
 	return g.now.Sub(created)
-}
-
-// managedName reports whether name is one rotatord gives a key of the
-// policy with this prefix: <prefix>-<yyyymmddThhmmss>, the same test as the
-// rotate engine's `^<quoted prefix>-\d{8}T\d{6}$`, spelled out because it
-// runs for every listed key and rotate keeps its regexp private.
-func managedName(prefix, name string) bool {
-	const stamp = "00000000T000000"
-	if len(name) != len(prefix)+1+len(stamp) || name[:len(prefix)] != prefix || name[len(prefix)] != '-' {
-		return false
-	}
-	for i, c := range []byte(name[len(prefix)+1:]) {
-		if stamp[i] == 'T' {
-			if c != 'T' {
-				return false
-			}
-		} else if c < '0' || c > '9' {
-			return false
-		}
-	}
-	return true
 }
 
 func seconds(d time.Duration) int64 { return int64(d / time.Second) }

@@ -3,14 +3,12 @@ package report
 import (
 	"context"
 	"errors"
-	"regexp"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/rotatord/rotatord/internal/cloud"
-	"github.com/rotatord/rotatord/internal/rotate"
 	"github.com/rotatord/rotatord/internal/state"
 )
 
@@ -268,39 +266,6 @@ func TestClassify(t *testing.T) {
 				t.Errorf("classify(%v, failing=%v) = %q, want %q", tt.age, tt.failing, got, tt.want)
 			}
 		})
-	}
-}
-
-// TestManagedName keeps the report's name test in step with the rotate
-// engine's: every name rotate.KeyName makes is managed, and the pattern
-// is the documented regexp.
-func TestManagedName(t *testing.T) {
-	tests := []struct {
-		prefix, name string
-	}{
-		{"gpu-team", rotate.KeyName("gpu-team", now)},
-		{"gpu", rotate.KeyName("gpu-team", now)},
-		{"gpu-team", "gpu-team-20260101T000000"},
-		{"gpu-team", "gpu-team-20260101T00000"},
-		{"gpu-team", "gpu-team-20260101T0000000"},
-		{"gpu-team", "gpu-team-20260101X000000"},
-		{"gpu-team", "gpu-team_20260101T000000"},
-		{"gpu-team", "gpu-team-2026010aT000000"},
-		{"gpu.team", "gpuxteam-20260101T000000"},
-		{"gpu.team", "gpu.team-20260101T000000"},
-		{"a", "alice-laptop"},
-		{"", "-20260101T000000"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.prefix+"/"+tt.name, func(t *testing.T) {
-			re := regexp.MustCompile(`^` + regexp.QuoteMeta(tt.prefix) + `-\d{8}T\d{6}$`)
-			if got, want := managedName(tt.prefix, tt.name), re.MatchString(tt.name); got != want {
-				t.Errorf("managedName(%q, %q) = %v, regexp says %v", tt.prefix, tt.name, got, want)
-			}
-		})
-	}
-	if !managedName("gpu-team", rotate.KeyName("gpu-team", now)) {
-		t.Errorf("rotate.KeyName output is not recognised as managed")
 	}
 }
 

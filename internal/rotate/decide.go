@@ -2,7 +2,6 @@ package rotate
 
 import (
 	"fmt"
-	"regexp"
 	"sort"
 	"time"
 
@@ -10,21 +9,6 @@ import (
 	"github.com/rotatord/rotatord/internal/state"
 	"github.com/rotatord/rotatord/policy"
 )
-
-// nameLayout is the UTC timestamp suffix of every key rotatord creates:
-// <name_prefix>-<yyyymmddThhmmss>.
-const nameLayout = "20060102T150405"
-
-// KeyName returns the deterministic provider name for a key created at t.
-func KeyName(prefix string, t time.Time) string {
-	return prefix + "-" + t.UTC().Format(nameLayout)
-}
-
-// namePattern matches the names rotatord gives a policy's keys, and only
-// those: "gpu" does not claim "gpu-team-20260101T000000".
-func namePattern(prefix string) *regexp.Regexp {
-	return regexp.MustCompile(`^` + regexp.QuoteMeta(prefix) + `-\d{8}T\d{6}$`)
-}
 
 // Observation is everything one evaluation of a policy looks at.
 type Observation struct {
@@ -98,12 +82,11 @@ func Decide(o Observation) Decision {
 			}
 		}
 	}
-	re := namePattern(p.NamePrefix)
 	for _, k := range o.ProviderKeys {
 		if known[k.ID] {
 			continue
 		}
-		if re.MatchString(k.Name) {
+		if p.OwnsKeyName(k.Name) {
 			d.Orphans = append(d.Orphans, k)
 		} else {
 			d.Unmanaged = append(d.Unmanaged, k)

@@ -183,16 +183,6 @@ func TestDecide(t *testing.T) {
 	}
 }
 
-func TestKeyName(t *testing.T) {
-	got := KeyName("gpu-team", time.Date(2026, 1, 2, 3, 4, 5, 0, time.FixedZone("CET", 3600)))
-	if want := "gpu-team-20260102T020405"; got != want {
-		t.Fatalf("KeyName = %q, want %q (UTC)", got, want)
-	}
-	if !namePattern("gpu-team").MatchString(got) {
-		t.Fatalf("namePattern does not match the names KeyName makes")
-	}
-}
-
 func TestFormatAge(t *testing.T) {
 	for d, want := range map[time.Duration]string{
 		87*24*time.Hour + 5*time.Hour: "87d",

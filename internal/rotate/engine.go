@@ -126,9 +126,6 @@ func (e *Engine) concurrency(provider string) int {
 	return e.cfg.Concurrency
 }
 
-// Locks returns the engine's policy locks.
-func (e *Engine) Locks() *Locks { return e.cfg.Locks }
-
 // Options say how a run was asked for.
 type Options struct {
 	// Force rotates even when the key is fresh (SIGUSR1, socket, CLI).
@@ -456,7 +453,7 @@ func (e *Engine) reconcile(p policy.Policy, d Decision) error {
 func newRotationID(now time.Time) string {
 	var b [4]byte
 	_, _ = rand.Read(b[:])
-	return "r-" + now.UTC().Format(nameLayout) + "-" + hex.EncodeToString(b[:])
+	return "r-" + now.UTC().Format(policy.KeyNameLayout) + "-" + hex.EncodeToString(b[:])
 }
 
 func isNotExist(err error) bool { return errors.Is(err, fs.ErrNotExist) }

@@ -253,7 +253,7 @@ func TestEngine_ReconcileOutOfBand(t *testing.T) {
 	if err := h.provs[p.Provider].Delete(context.Background(), 0, cur.ID); err != nil {
 		t.Fatal(err)
 	}
-	orphan := h.fake.AddSesterceKey(rotate.KeyName(p.NamePrefix, h.clock.Now().Add(-time.Hour)), mustPub(t), false)
+	orphan := h.fake.AddSesterceKey(p.KeyName(h.clock.Now().Add(-time.Hour)), mustPub(t), false)
 	unmanaged := h.fake.AddSesterceKey("bob", mustPub(t), false)
 
 	res := h.mustRun(p, rotate.Options{Trigger: rotate.TriggerSchedule})
@@ -318,7 +318,7 @@ func TestEngine_PlanChangesNothing(t *testing.T) {
 	ps := []policy.Policy{sestercePolicy(), gcorePolicy()}
 	h.mustRun(ps[0], rotate.Options{})
 	h.clock.Advance(24 * 24 * time.Hour)
-	h.fake.AddSesterceKey(rotate.KeyName("gpu-team", h.clock.Now().Add(-time.Hour)), mustPub(t), false)
+	h.fake.AddSesterceKey(ps[0].KeyName(h.clock.Now().Add(-time.Hour)), mustPub(t), false)
 
 	snapshot := func() string {
 		var b strings.Builder
@@ -552,7 +552,7 @@ func TestEngine_AdoptsAnUploadWhoseJournalWasLost(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	name := rotate.KeyName(p.NamePrefix, h.clock.Now().Add(time.Hour))
+	name := p.KeyName(h.clock.Now().Add(time.Hour))
 	if _, err := h.store.Put(context.Background(), rotate.PendingPath(p.VaultPath), map[string]string{
 		"private_key": k.PrivateKey.Reveal(), "public_key": k.PublicKey, "fingerprint": k.SHA256,
 		"key_name": name, "rotation_id": "r-lost-journal", "policy": p.Name,

@@ -67,7 +67,7 @@ func (e *Engine) Plan(ctx context.Context, p policy.Policy) (PolicyPlan, error) 
 			Detail: "rotatord-named key with no record; delete after the grace period"})
 	}
 	if d.Rotate && len(open) == 0 {
-		name := uniqueName(p.NamePrefix, now, d)
+		name := uniqueName(p, now, d)
 		pp.Actions = append(pp.Actions, Action{Kind: "create", KeyName: name,
 			Detail: fmt.Sprintf("generate %s key, store it at %s, upload it", keyDesc(p.Key), PendingPath(p.VaultPath))})
 		if prov.Capabilities().DefaultKey && p.MakeDefault {

@@ -37,7 +37,7 @@ func (e *Engine) rotate(ctx context.Context, p policy.Policy, prov cloud.Provide
 	r := &state.Rotation{
 		ID: newRotationID(now), Policy: p.Name, Provider: p.Provider, ProjectID: p.ProjectID,
 		Step: state.StepPlanned, Reason: d.Reason, Trigger: opts.Trigger, Emergency: opts.Emergency,
-		KeyName: uniqueName(p.NamePrefix, now, d), StartedAt: now, UpdatedAt: now,
+		KeyName: uniqueName(p, now, d), StartedAt: now, UpdatedAt: now,
 	}
 	if d.Current != nil {
 		r.OldKeyID, r.OldFingerprint = d.Current.KeyID, d.Current.Fingerprint
@@ -70,7 +70,7 @@ func (e *Engine) rotate(ctx context.Context, p policy.Policy, prov cloud.Provide
 
 // uniqueName avoids reusing the name of a key the provider already holds
 // (two rotations within one second).
-func uniqueName(prefix string, now time.Time, d Decision) string {
+func uniqueName(p policy.Policy, now time.Time, d Decision) string {
 	taken := map[string]bool{}
 	if d.Current != nil {
 		taken[d.Current.Name] = true
@@ -81,10 +81,10 @@ func uniqueName(prefix string, now time.Time, d Decision) string {
 	for _, r := range append(append([]state.KeyRecord{}, d.Retire...), d.Waiting...) {
 		taken[r.Name] = true
 	}
-	name := KeyName(prefix, now)
+	name := p.KeyName(now)
 	for taken[name] {
 		now = now.Add(time.Second)
-		name = KeyName(prefix, now)
+		name = p.KeyName(now)
 	}
 	return name
 }
