@@ -45,6 +45,9 @@ type Scheduler struct {
 	mu      sync.Mutex
 	entries map[string]cron.EntryID
 	running sync.WaitGroup
+	// stopping is closed and stopped set (under mu) when Stop begins.
+	stopping chan struct{}
+	stopped  bool
 }
 
 // New returns a stopped scheduler.
@@ -57,12 +60,13 @@ func New(opts Options) *Scheduler {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Scheduler{
-		c:       cron.New(cron.WithLocation(opts.Location)),
-		log:     opts.Logger,
-		jitter:  opts.Jitter,
-		ctx:     ctx,
-		cancel:  cancel,
-		entries: make(map[string]cron.EntryID),
+		c:        cron.New(cron.WithLocation(opts.Location)),
+		log:      opts.Logger,
+		jitter:   opts.Jitter,
+		ctx:      ctx,
+		cancel:   cancel,
+		entries:  make(map[string]cron.EntryID),
+		stopping: make(chan struct{}),
 	}
 }
 
@@ -82,26 +86,31 @@ func (s *Scheduler) Add(name, spec string, job Job) error {
 }
 
 // run executes one firing: jitter, panic recovery, bookkeeping for Stop.
+// The jitter wait comes before the run counts as in flight, so Stop cuts
+// it short instead of waiting it out.
 func (s *Scheduler) run(name string, job Job) {
-	if s.ctx.Err() != nil {
+	if s.jitter > 0 {
+		t := time.NewTimer(rand.N(s.jitter))
+		select {
+		case <-t.C:
+		case <-s.stopping:
+			t.Stop()
+			return
+		}
+	}
+	s.mu.Lock()
+	if s.stopped {
+		s.mu.Unlock()
 		return
 	}
 	s.running.Add(1)
+	s.mu.Unlock()
 	defer s.running.Done()
 	defer func() {
 		if r := recover(); r != nil {
 			s.log.Error("scheduled job panicked", "entry", name, "panic", fmt.Sprint(r))
 		}
 	}()
-	if s.jitter > 0 {
-		t := time.NewTimer(rand.N(s.jitter))
-		select {
-		case <-t.C:
-		case <-s.ctx.Done():
-			t.Stop()
-			return
-		}
-	}
 	job(s.ctx)
 }
 
@@ -116,19 +125,18 @@ func (s *Scheduler) Next(name string) time.Time {
 	return s.c.Entry(id).Next
 }
 
-// Len returns the number of entries.
-func (s *Scheduler) Len() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.entries)
-}
-
 // Start begins firing entries.
 func (s *Scheduler) Start() { s.c.Start() }
 
 // Stop stops firing new runs and waits for runs in flight until ctx ends;
 // then it cancels their context and returns ctx's error.
 func (s *Scheduler) Stop(ctx context.Context) error {
+	s.mu.Lock()
+	if !s.stopped {
+		s.stopped = true
+		close(s.stopping)
+	}
+	s.mu.Unlock()
 	s.c.Stop()
 	done := make(chan struct{})
 	go func() { s.running.Wait(); close(done) }()

@@ -121,3 +121,21 @@ func TestScheduler_StopDeadlineCancelsJob(t *testing.T) {
 		t.Fatal("hung job's context was not cancelled after the stop deadline")
 	}
 }
+
+func TestScheduler_JitterDelaysRunsAndStopCutsTheWait(t *testing.T) {
+	s := New(Options{Jitter: 10 * time.Hour})
+	var ran atomic.Int32
+	_ = s.Add("spread", "@every 1s", func(context.Context) { ran.Add(1) })
+	s.Start()
+	time.Sleep(2500 * time.Millisecond) // two firings, each waiting up to 10h
+	start := time.Now()
+	if err := s.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took > time.Second {
+		t.Errorf("Stop took %v: it waited out the jitter instead of cancelling it", took)
+	}
+	if n := ran.Load(); n > 0 {
+		t.Errorf("job ran %d times within 2.5s despite up to 10h of jitter", n)
+	}
+}
