@@ -30,9 +30,9 @@ func cmdCheck(_ context.Context, args []string, stdout, stderr io.Writer) error 
 	if err := parseFlags(fs, args, config); err != nil {
 		return err
 	}
-	cfg, err := policy.Load(*config)
+	cfg, err := loadConfig(*config)
 	if err != nil {
-		return exitCode{code: exitFailed, msg: err.Error()}
+		return err
 	}
 	printSummary(stdout, cfg, time.Now())
 	return nil
@@ -60,13 +60,14 @@ func printSummary(w io.Writer, cfg *policy.Config, now time.Time) {
 	tw.Flush()
 }
 
-// openApp loads the config and builds the app for an in-process command.
-func openApp(ctx context.Context, path string, opts daemon.Options) (*daemon.App, error) {
+// loadConfig reads and validates the config; an invalid one exits 1 with
+// every error, file:line first.
+func loadConfig(path string) (*policy.Config, error) {
 	cfg, err := policy.Load(path)
 	if err != nil {
 		return nil, exitCode{code: exitFailed, msg: err.Error()}
 	}
-	return daemon.New(ctx, cfg, opts)
+	return cfg, nil
 }
 
 func cmdPlan(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -75,9 +76,9 @@ func cmdPlan(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err := parseFlags(fs, args, config); err != nil {
 		return err
 	}
-	cfg, err := policy.Load(*config)
+	cfg, err := loadConfig(*config)
 	if err != nil {
-		return exitCode{code: exitFailed, msg: err.Error()}
+		return err
 	}
 	// A running daemon holds the state file: it plans.
 	raw, err := control.NewClient(cfg.Control.Socket).Plan(ctx)
@@ -157,14 +158,18 @@ func cmdRotate(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if len(names) > 0 && *all {
 		return usageErr("-policy and -all exclude each other")
 	}
-	if results, err, ok := rotateViaSocket(ctx, *config, names, *emergency); ok {
+	cfg, err := loadConfig(*config)
+	if err != nil {
+		return err
+	}
+	if results, err, ok := rotateViaSocket(ctx, cfg.Control.Socket, names, *emergency); ok {
 		if err != nil {
 			return err
 		}
 		return printResults(stdout, results)
 	}
 	log := newLogger(stderr, logLevel())
-	app, err := openApp(ctx, *config, daemon.Options{Version: version, Logger: log, Hook: crashHook(log), BackoffBase: envDuration("ROTATORD_BACKOFF_BASE")})
+	app, err := daemon.New(ctx, cfg, daemon.Options{Version: version, Logger: log, Hook: crashHook(log), BackoffBase: envDuration("ROTATORD_BACKOFF_BASE")})
 	if err != nil {
 		return err
 	}

@@ -36,7 +36,11 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		opts.SweepInterval = d
 	}
 	if *once {
-		app, err := openApp(ctx, *config, opts)
+		cfg, err := loadConfig(*config)
+		if err != nil {
+			return err
+		}
+		app, err := daemon.New(ctx, cfg, opts)
 		if err != nil {
 			return err
 		}
@@ -54,7 +58,11 @@ func serve(ctx context.Context, path string, opts daemon.Options, log *slog.Logg
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGUSR1)
 	defer signal.Stop(sigs)
 
-	app, err := openApp(ctx, path, opts)
+	cfg, err := loadConfig(path)
+	if err != nil {
+		return err
+	}
+	app, err := daemon.New(ctx, cfg, opts)
 	if err != nil {
 		return err
 	}

@@ -15,26 +15,12 @@ import (
 	"github.com/rotatord/rotatord/internal/daemon"
 	"github.com/rotatord/rotatord/internal/report"
 	"github.com/rotatord/rotatord/internal/rotate"
-	"github.com/rotatord/rotatord/policy"
 )
-
-// socketPath reads just enough of the config to find the control socket.
-func socketPath(config string) (string, error) {
-	cfg, err := policy.Load(config)
-	if err != nil {
-		return "", exitCode{code: exitFailed, msg: err.Error()}
-	}
-	return cfg.Control.Socket, nil
-}
 
 // rotateViaSocket asks a running daemon to rotate; ok is false when no
 // daemon listens (the caller then rotates in-process).
-func rotateViaSocket(ctx context.Context, config string, names []string, emergency bool) ([]rotate.Result, error, bool) {
-	path, err := socketPath(config)
-	if err != nil {
-		return nil, err, true
-	}
-	res, err := control.NewClient(path).Rotate(ctx, control.RotateRequest{Policies: names, Emergency: emergency})
+func rotateViaSocket(ctx context.Context, socket string, names []string, emergency bool) ([]rotate.Result, error, bool) {
+	res, err := control.NewClient(socket).Rotate(ctx, control.RotateRequest{Policies: names, Emergency: emergency})
 	if errors.Is(err, control.ErrNoDaemon) {
 		return nil, nil, false
 	}
@@ -59,11 +45,11 @@ func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err := parseFlags(fs, args, config); err != nil {
 		return err
 	}
-	path, err := socketPath(*config)
+	cfg, err := loadConfig(*config)
 	if err != nil {
 		return err
 	}
-	st, err := control.NewClient(path).Status(ctx)
+	st, err := control.NewClient(cfg.Control.Socket).Status(ctx)
 	if err != nil {
 		return err
 	}
@@ -149,11 +135,11 @@ func cmdReport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 // fetchReport asks the running daemon, or builds the report in-process
 // when no daemon runs.
 func fetchReport(ctx context.Context, config string, stderr io.Writer) (*report.Report, error) {
-	path, err := socketPath(config)
+	cfg, err := loadConfig(config)
 	if err != nil {
 		return nil, err
 	}
-	raw, err := control.NewClient(path).Report(ctx)
+	raw, err := control.NewClient(cfg.Control.Socket).Report(ctx)
 	if err == nil {
 		var rep report.Report
 		if err := json.Unmarshal(raw, &rep); err != nil {
@@ -163,10 +149,6 @@ func fetchReport(ctx context.Context, config string, stderr io.Writer) (*report.
 	}
 	if !errors.Is(err, control.ErrNoDaemon) {
 		return nil, err
-	}
-	cfg, err := policy.Load(config)
-	if err != nil {
-		return nil, exitCode{code: exitFailed, msg: err.Error()}
 	}
 	if _, err := os.Stat(cfg.State.Path); errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("no state file at %s: rotatord has not run yet", cfg.State.Path)

@@ -44,8 +44,6 @@ type Options struct {
 	// SweepInterval is how often retired keys are checked for deletion
 	// (default 1m).
 	SweepInterval time.Duration
-	// Jitter spreads scheduled runs (default none).
-	Jitter time.Duration
 	// BackoffBase overrides the engine's failure backoff base (tests, demo).
 	BackoffBase time.Duration
 }
@@ -203,13 +201,6 @@ func (a *App) build(cfg *policy.Config) (*runtime, error) {
 	return &runtime{cfg: cfg, providers: provs, engine: eng, loaded: time.Now()}, nil
 }
 
-// Config returns the config in force.
-func (a *App) Config() *policy.Config {
-	a.mu.RLock()
-	defer a.mu.RUnlock()
-	return a.cur.cfg
-}
-
 func (a *App) runtime() *runtime {
 	a.mu.RLock()
 	defer a.mu.RUnlock()
@@ -254,7 +245,7 @@ func (a *App) Start(ctx context.Context) error {
 
 // schedule builds rt's scheduler: one entry per policy and the digest.
 func (a *App) schedule(rt *runtime) error {
-	s := scheduler.New(scheduler.Options{Logger: a.log.With("component", "scheduler"), Jitter: a.opts.Jitter})
+	s := scheduler.New(scheduler.Options{Logger: a.log.With("component", "scheduler")})
 	for _, p := range rt.cfg.Policies {
 		if err := s.Add(p.Name, p.Schedule, func(ctx context.Context) {
 			a.runPolicy(ctx, rt, p, rotate.Options{Trigger: rotate.TriggerSchedule})
@@ -501,12 +492,6 @@ func (a *App) sdNotify(s string) {
 	if a.opts.Notify != nil {
 		a.opts.Notify(s)
 	}
-}
-
-// Providers builds the provider clients of cfg (used by commands that talk
-// to providers without the whole app).
-func Providers(cfg *policy.Config, version string, log *slog.Logger) (map[string]cloud.Provider, error) {
-	return buildProviders(cfg, version, log)
 }
 
 // listen opens the control socket and, when configured, the metrics

@@ -72,11 +72,11 @@ func (a *App) Rotate(ctx context.Context, req control.RotateRequest) ([]control.
 	if err != nil {
 		return nil, err
 	}
-	return ControlResults(results), nil
+	return controlResults(results), nil
 }
 
-// ControlResults converts engine results for the socket.
-func ControlResults(results []rotate.Result) []control.RotateResult {
+// controlResults converts engine results for the socket.
+func controlResults(results []rotate.Result) []control.RotateResult {
 	out := make([]control.RotateResult, len(results))
 	for i, r := range results {
 		out[i] = control.RotateResult{Policy: r.Policy, Rotated: r.Rotated, KeyID: r.KeyID, KeyName: r.KeyName,
