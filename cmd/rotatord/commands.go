@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -80,42 +81,37 @@ func cmdPlan(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
-	// A running daemon holds the state file: it plans.
-	raw, err := control.NewClient(cfg.Control.Socket).Plan(ctx)
-	if err == nil {
-		var reply daemon.PlanReply
-		if err := json.Unmarshal(raw, &reply); err != nil {
-			return fmt.Errorf("decode plan: %w", err)
+	opts := daemon.Options{Version: version, Logger: newLogger(stderr, logLevel()), ReadOnly: true, NoSlack: true, NoVault: true}
+	s, err := connect(ctx, cfg, opts, func(cfg *policy.Config, opts *daemon.Options) (func(), error) {
+		if _, err := os.Stat(cfg.State.Path); !errors.Is(err, os.ErrNotExist) {
+			return func() {}, nil
 		}
-		printPlan(stdout, reply.Plans, time.Now())
-		if reply.Error != "" {
-			return errors.New(reply.Error)
-		}
-		return nil
-	}
-	if !errors.Is(err, control.ErrNoDaemon) {
-		return err
-	}
-	readOnly := true
-	if _, err := os.Stat(cfg.State.Path); errors.Is(err, os.ErrNotExist) {
-		// A fresh install: plan against an empty state in a scratch file so
-		// the real path is not created by a dry run.
+		// A fresh install: plan against an empty state in a scratch file
+		// so that a dry run does not create the real one.
 		tmp, err := os.MkdirTemp("", "rotatord-plan-")
 		if err != nil {
-			return err
+			return nil, err
 		}
-		defer os.RemoveAll(tmp)
-		cfg.State.Path = tmp + "/state.db"
-		readOnly = false
-	}
-	app, err := daemon.New(ctx, cfg, daemon.Options{Version: version, Logger: newLogger(stderr, logLevel()), ReadOnly: readOnly, NoSlack: true, NoVault: true})
+		cfg.State.Path, opts.ReadOnly = filepath.Join(tmp, "state.db"), false
+		return func() { _ = os.RemoveAll(tmp) }, nil
+	})
 	if err != nil {
 		return err
 	}
-	defer app.Close()
-	plans, err := app.Plans(ctx)
-	printPlan(stdout, plans, time.Now())
-	return err
+	defer s.Close()
+	raw, err := s.Plan(ctx)
+	if err != nil {
+		return err
+	}
+	var reply daemon.PlanReply
+	if err := json.Unmarshal(raw, &reply); err != nil {
+		return fmt.Errorf("decode plan: %w", err)
+	}
+	printPlan(stdout, reply.Plans, time.Now())
+	if reply.Error != "" {
+		return errors.New(reply.Error)
+	}
+	return nil
 }
 
 func printPlan(w io.Writer, plans []rotate.PolicyPlan, now time.Time) {
@@ -162,35 +158,32 @@ func cmdRotate(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	if results, err, ok := rotateViaSocket(ctx, cfg.Control.Socket, names, *emergency); ok {
-		if err != nil {
-			return err
-		}
-		return printResults(stdout, results)
-	}
 	log := newLogger(stderr, logLevel())
-	app, err := daemon.New(ctx, cfg, daemon.Options{Version: version, Logger: log, Hook: crashHook(log), BackoffBase: envDuration("ROTATORD_BACKOFF_BASE")})
+	opts := daemon.Options{Version: version, Logger: log, Hook: crashHook(log), BackoffBase: envDuration("ROTATORD_BACKOFF_BASE")}
+	s, err := connect(ctx, cfg, opts, nil)
 	if err != nil {
 		return err
 	}
-	defer app.Close()
-	results, err := app.RotatePolicies(ctx, names, *emergency, rotate.TriggerCLI)
+	defer s.Close()
+	results, err := s.Rotate(ctx, control.RotateRequest{Policies: names, Emergency: *emergency, Trigger: rotate.TriggerCLI})
 	if err != nil {
-		return usageErr("%v", err)
+		return err
 	}
-	app.FlushNotifications(ctx)
+	if s.app != nil {
+		s.app.FlushNotifications(ctx)
+	}
 	return printResults(stdout, results)
 }
 
 // printResults prints one line per policy and fails if any policy failed.
-func printResults(w io.Writer, results []rotate.Result) error {
+func printResults(w io.Writer, results []control.RotateResult) error {
 	sort.SliceStable(results, func(i, j int) bool { return results[i].Policy < results[j].Policy })
 	failed := 0
 	for _, r := range results {
 		switch {
-		case r.Err != nil:
+		case r.Error != "":
 			failed++
-			fmt.Fprintf(w, "%s: FAILED: %v\n", r.Policy, r.Err)
+			fmt.Fprintf(w, "%s: FAILED: %s\n", r.Policy, r.Error)
 		case r.Rotated:
 			fmt.Fprintf(w, "%s: rotated: %s [%s] %s", r.Policy, r.KeyName, r.KeyID, r.Fingerprint)
 			if len(r.Deleted) > 0 {

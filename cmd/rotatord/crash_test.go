@@ -4,6 +4,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"syscall"
 	"testing"
@@ -114,6 +115,27 @@ func TestCrash_RandomPoints(t *testing.T) {
 	}
 	time.Sleep(1100 * time.Millisecond)
 	e.assertNoOrphansPastGrace(t)
+}
+
+// TestCrashHook_NotInReleaseBuild: the binary built without the crashtest
+// tag ignores ROTATORD_TEST_CRASH_AT, so no environment variable can make
+// the shipped rotatord kill itself mid-rotation.
+func TestCrashHook_NotInReleaseBuild(t *testing.T) {
+	e := newEnv(t, cloudtest.Options{})
+	e.writeConfig(crashPolicies, "")
+	release := filepath.Join(t.TempDir(), "rotatord")
+	if out, err := exec.Command("go", "build", "-o", release, ".").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	cmd := exec.Command(release, "run", "-once", "-config", e.cfgPath)
+	cmd.Env = e.environ("ROTATORD_TEST_CRASH_AT=journal:uploaded,after:upload,before:promote")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("release build with ROTATORD_TEST_CRASH_AT set: %v\n%s", err, out)
+	}
+	for _, p := range crashPolicies {
+		e.assertConverged(p, "release build run")
+	}
 }
 
 // assertNoOrphansPastGrace: once the grace period is over and a run has

@@ -47,7 +47,8 @@ func TestMain(m *testing.M) {
 		}
 		defer os.RemoveAll(dir)
 		rotatordBin = filepath.Join(dir, "rotatord")
-		if out, err := exec.Command("go", "build", "-o", rotatordBin, ".").CombinedOutput(); err != nil {
+		// The crash tests need the test-only hook (crashhook_crashtest.go).
+		if out, err := exec.Command("go", "build", "-tags", "crashtest", "-o", rotatordBin, ".").CombinedOutput(); err != nil {
 			setupErr = fmt.Errorf("build rotatord: %v\n%s", err, out)
 			return m.Run()
 		}

@@ -44,6 +44,7 @@ Usage:
   rotatord rotate  -config FILE (-policy NAME... | -all) [-emergency]
   rotatord report  -config FILE [-format table|json|csv|markdown] [-fail-on overdue]
   rotatord status  -config FILE               the running daemon's view
+  rotatord reload  -config FILE               make the running daemon re-read its config (like SIGHUP, with the outcome)
   rotatord version
 
 Run 'rotatord COMMAND -h' for a command's flags.
@@ -58,6 +59,7 @@ var commands = map[string]command{
 	"rotate":  cmdRotate,
 	"report":  cmdReport,
 	"status":  cmdStatus,
+	"reload":  cmdReload,
 	"version": cmdVersion,
 }
 

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 	"time"
 
@@ -15,7 +14,6 @@ import (
 
 	"github.com/rotatord/rotatord/internal/daemon"
 	"github.com/rotatord/rotatord/internal/rotate"
-	"github.com/rotatord/rotatord/policy"
 )
 
 // stopTimeout bounds a graceful stop: the steps in flight get this long to
@@ -45,7 +43,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			return err
 		}
 		defer app.Close()
-		return printResults(stdout, app.RunOnce(ctx))
+		return printResults(stdout, daemon.Results(app.RunOnce(ctx)))
 	}
 	opts.Notify = func(state string) { _, _ = sddaemon.SdNotify(false, state) }
 	return serve(ctx, *config, opts, log)
@@ -81,12 +79,7 @@ func serve(ctx context.Context, path string, opts daemon.Options, log *slog.Logg
 		switch sig {
 		case syscall.SIGHUP:
 			log.Info("SIGHUP: reloading", "config", path)
-			cfg, err := policy.Load(path)
-			if err != nil {
-				app.ReloadFailed(err)
-				continue
-			}
-			_ = app.ReloadConfig(work, cfg)
+			_, _ = app.Reload(work) // it logs the outcome either way
 		case syscall.SIGUSR1:
 			log.Info("SIGUSR1: rotating every policy now")
 			go func() {
@@ -145,27 +138,6 @@ func watchdog(log *slog.Logger) (stop func()) {
 	}()
 	log.Debug("systemd watchdog enabled", "interval", interval)
 	return func() { t.Stop(); close(done) }
-}
-
-// crashHook is for the crash tests only: ROTATORD_TEST_CRASH_AT=POINT makes
-// the process SIGKILL itself the first time the engine reaches POINT (e.g.
-// "after:upload", "journal:uploaded"), which is a real kill at an exact step
-// boundary.
-func crashHook(log *slog.Logger) func(string) {
-	at := os.Getenv("ROTATORD_TEST_CRASH_AT")
-	if at == "" {
-		return nil
-	}
-	points := strings.Split(at, ",")
-	return func(point string) {
-		for _, p := range points {
-			if p == point {
-				log.Warn("test crash point reached: SIGKILL", "point", point)
-				_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
-				time.Sleep(time.Hour) // the kill lands before this returns
-			}
-		}
-	}
 }
 
 func envDuration(name string) time.Duration {

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"slices"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -15,27 +16,52 @@ import (
 	"github.com/rotatord/rotatord/internal/daemon"
 	"github.com/rotatord/rotatord/internal/report"
 	"github.com/rotatord/rotatord/internal/rotate"
+	"github.com/rotatord/rotatord/policy"
 )
 
-// rotateViaSocket asks a running daemon to rotate; ok is false when no
-// daemon listens (the caller then rotates in-process).
-func rotateViaSocket(ctx context.Context, socket string, names []string, emergency bool) ([]rotate.Result, error, bool) {
-	res, err := control.NewClient(socket).Rotate(ctx, control.RotateRequest{Policies: names, Emergency: emergency})
-	if errors.Is(err, control.ErrNoDaemon) {
-		return nil, nil, false
+// session is who serves a command: the running daemon over its control
+// socket (it holds the state's lock), or, when none runs, an App in this
+// process. Both offer control.Backend, so each command is written once.
+type session struct {
+	control.Backend
+	app     *daemon.App // nil when a daemon serves
+	cleanup func()
+}
+
+// inProcess prepares a command's own App when no daemon runs: it may
+// change cfg and opts first, and returns what to clean up after.
+type inProcess func(cfg *policy.Config, opts *daemon.Options) (cleanup func(), err error)
+
+// connect picks the backend once: the daemon when one listens on the
+// socket, else an App in this process opened with opts (after prepare).
+func connect(ctx context.Context, cfg *policy.Config, opts daemon.Options, prepare inProcess) (*session, error) {
+	client, err := control.Dial(ctx, cfg.Control.Socket)
+	if err == nil {
+		return &session{Backend: client}, nil
 	}
-	if err != nil {
-		return nil, err, true
+	if !errors.Is(err, control.ErrNoDaemon) {
+		return nil, err
 	}
-	out := make([]rotate.Result, len(res))
-	for i, r := range res {
-		out[i] = rotate.Result{Policy: r.Policy, Rotated: r.Rotated, KeyID: r.KeyID, KeyName: r.KeyName,
-			Fingerprint: r.Fingerprint, Deleted: r.Deleted, Reason: r.Reason}
-		if r.Error != "" {
-			out[i].Err = errors.New(r.Error)
+	s := &session{cleanup: func() {}}
+	if prepare != nil {
+		if s.cleanup, err = prepare(cfg, &opts); err != nil {
+			return nil, err
 		}
 	}
-	return out, nil, true
+	if s.app, err = daemon.New(ctx, cfg, opts); err != nil {
+		s.cleanup()
+		return nil, err
+	}
+	s.Backend = s.app
+	return s, nil
+}
+
+// Close releases an in-process App; a daemon's session holds nothing.
+func (s *session) Close() {
+	if s.app != nil {
+		_ = s.app.Close()
+		s.cleanup()
+	}
 }
 
 func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -49,7 +75,11 @@ func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	st, err := control.NewClient(cfg.Control.Socket).Status(ctx)
+	client, err := control.Dial(ctx, cfg.Control.Socket)
+	if err != nil {
+		return err
+	}
+	st, err := client.Status(ctx)
 	if err != nil {
 		return err
 	}
@@ -67,6 +97,9 @@ func printStatus(w io.Writer, st control.Status, now time.Time) {
 		rotate.FormatAge(now.Sub(st.StartedAt)), st.ConfigFile, rotate.FormatAge(now.Sub(st.ConfigLoadedAt)))
 	if !st.LastReloadOK {
 		fmt.Fprintf(w, "\nLAST RELOAD FAILED (old config still in force): %s", st.LastReloadErr)
+	}
+	if st.Vault != nil && !st.Vault.Up {
+		fmt.Fprintf(w, "\nVAULT DOWN (rotations fail until it answers): %s", st.Vault.Error)
 	}
 	fmt.Fprintf(w, "\nnotifications queued: %d\n\n", st.OutboxPending)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
@@ -139,24 +172,49 @@ func fetchReport(ctx context.Context, config string, stderr io.Writer) (*report.
 	if err != nil {
 		return nil, err
 	}
-	raw, err := control.NewClient(cfg.Control.Socket).Report(ctx)
-	if err == nil {
-		var rep report.Report
-		if err := json.Unmarshal(raw, &rep); err != nil {
-			return nil, fmt.Errorf("decode report: %w", err)
+	opts := daemon.Options{Version: version, Logger: newLogger(stderr, logLevel()), ReadOnly: true, NoSlack: true, NoVault: true}
+	s, err := connect(ctx, cfg, opts, func(cfg *policy.Config, _ *daemon.Options) (func(), error) {
+		if _, err := os.Stat(cfg.State.Path); errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("no state file at %s: rotatord has not run yet", cfg.State.Path)
 		}
-		return &rep, nil
-	}
-	if !errors.Is(err, control.ErrNoDaemon) {
-		return nil, err
-	}
-	if _, err := os.Stat(cfg.State.Path); errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("no state file at %s: rotatord has not run yet", cfg.State.Path)
-	}
-	app, err := daemon.New(ctx, cfg, daemon.Options{Version: version, Logger: newLogger(stderr, logLevel()), ReadOnly: true, NoSlack: true, NoVault: true})
+		return func() {}, nil
+	})
 	if err != nil {
 		return nil, err
 	}
-	defer app.Close()
-	return app.BuildReport(ctx)
+	defer s.Close()
+	raw, err := s.Report(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var rep report.Report
+	if err := json.Unmarshal(raw, &rep); err != nil {
+		return nil, fmt.Errorf("decode report: %w", err)
+	}
+	return &rep, nil
+}
+
+func cmdReload(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("reload", stderr)
+	config := fs.String("config", "", "config `FILE`")
+	if err := parseFlags(fs, args, config); err != nil {
+		return err
+	}
+	cfg, err := loadConfig(*config)
+	if err != nil {
+		return err
+	}
+	client, err := control.Dial(ctx, cfg.Control.Socket)
+	if err != nil {
+		return err
+	}
+	res, err := client.Reload(ctx)
+	if err != nil {
+		return exitCode{code: exitFailed, msg: "reload failed; the running config stays in force:\n" + err.Error()}
+	}
+	fmt.Fprintf(stdout, "reloaded: %d polic(ies)\n", res.Policies)
+	if len(res.RestartRequired) > 0 {
+		fmt.Fprintf(stdout, "changed settings that take effect only after a restart: %s\n", strings.Join(res.RestartRequired, ", "))
+	}
+	return nil
 }

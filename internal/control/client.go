@@ -20,6 +20,8 @@ type Client struct {
 	http *http.Client
 }
 
+var _ Backend = (*Client)(nil)
+
 // NewClient returns a client for the socket at path. It does not connect.
 func NewClient(path string) *Client {
 	tr := &http.Transport{
@@ -31,6 +33,23 @@ func NewClient(path string) *Client {
 	// No overall timeout: a rotation through the socket takes as long as
 	// the providers do. Callers bound it with their context.
 	return &Client{path: path, http: &http.Client{Transport: tr}}
+}
+
+// Dial returns a client for the socket at path when a daemon listens
+// there, and an error wrapping ErrNoDaemon when none does (no socket, or a
+// stale one left by a crash), so that a command can fall back to working
+// in-process.
+func Dial(ctx context.Context, path string) (*Client, error) {
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "unix", path)
+	if err != nil {
+		if isNoDaemon(err) {
+			return nil, fmt.Errorf("%w on %s", ErrNoDaemon, path)
+		}
+		return nil, fmt.Errorf("control socket %s: %w", path, err)
+	}
+	_ = conn.Close()
+	return NewClient(path), nil
 }
 
 // Status fetches the daemon's status.
@@ -46,8 +65,9 @@ func (c *Client) Rotate(ctx context.Context, req RotateRequest) ([]RotateResult,
 }
 
 // Reload asks the daemon to re-read its config file.
-func (c *Client) Reload(ctx context.Context) error {
-	return c.do(ctx, http.MethodPost, "/v1/reload", struct{}{}, nil)
+func (c *Client) Reload(ctx context.Context) (ReloadResult, error) {
+	var res ReloadResult
+	return res, c.do(ctx, http.MethodPost, "/v1/reload", struct{}{}, &res)
 }
 
 // Report fetches the compliance report JSON.

@@ -20,6 +20,9 @@ import (
 	"time"
 )
 
+// TriggerSocket is the trigger of rotations asked for over the socket.
+const TriggerSocket = "socket"
+
 // ErrNoDaemon means no daemon answers on the socket; commands then work
 // in-process.
 var ErrNoDaemon = errors.New("no rotatord daemon is listening")
@@ -47,21 +50,33 @@ type PolicyStatus struct {
 
 // Status is the daemon's whole view.
 type Status struct {
-	Version        string         `json:"version"`
-	PID            int            `json:"pid"`
-	StartedAt      time.Time      `json:"started_at"`
-	ConfigFile     string         `json:"config_file"`
-	ConfigLoadedAt time.Time      `json:"config_loaded_at"`
-	LastReloadOK   bool           `json:"last_reload_ok"`
-	LastReloadErr  string         `json:"last_reload_error,omitempty"`
-	OutboxPending  int            `json:"outbox_pending"`
-	Policies       []PolicyStatus `json:"policies"`
+	Version        string    `json:"version"`
+	PID            int       `json:"pid"`
+	StartedAt      time.Time `json:"started_at"`
+	ConfigFile     string    `json:"config_file"`
+	ConfigLoadedAt time.Time `json:"config_loaded_at"`
+	LastReloadOK   bool      `json:"last_reload_ok"`
+	LastReloadErr  string    `json:"last_reload_error,omitempty"`
+	OutboxPending  int       `json:"outbox_pending"`
+	// Vault is nil when the daemon holds no Vault client.
+	Vault    *VaultStatus   `json:"vault,omitempty"`
+	Policies []PolicyStatus `json:"policies"`
+}
+
+// VaultStatus says whether Vault answered the last login or check.
+type VaultStatus struct {
+	Up    bool   `json:"up"`
+	Error string `json:"error,omitempty"`
 }
 
 // RotateRequest asks for rotations now; empty Policies means all.
 type RotateRequest struct {
 	Policies  []string `json:"policies,omitempty"`
 	Emergency bool     `json:"emergency,omitempty"`
+	// Trigger is who asked, for the journal and the audit log. The socket
+	// sets it (a caller cannot claim to be someone else); an in-process
+	// command sets its own.
+	Trigger string `json:"-"`
 }
 
 // RotateResult is one policy's outcome.
@@ -76,11 +91,25 @@ type RotateResult struct {
 	Error       string   `json:"error,omitempty"`
 }
 
-// Backend is what the daemon offers over the socket.
+// ReloadResult is what a reload that succeeded applied.
+type ReloadResult struct {
+	// Policies is how many policies the new config schedules.
+	Policies int `json:"policies"`
+	// RestartRequired names the changed settings that only a restart
+	// applies (state, vault, slack, control.socket, metrics.listen...);
+	// until then the old values stay in force.
+	RestartRequired []string `json:"restart_required,omitempty"`
+}
+
+// Backend is what the daemon offers over the socket. The in-process app
+// (no daemon running) offers the same, so the CLI picks one and talks to
+// it the same way.
 type Backend interface {
 	Status(ctx context.Context) (Status, error)
 	Rotate(ctx context.Context, req RotateRequest) ([]RotateResult, error)
-	Reload(ctx context.Context) error
+	// Reload re-reads the config file and applies it, or keeps the running
+	// config and returns why not.
+	Reload(ctx context.Context) (ReloadResult, error)
 	// Report returns the compliance report as JSON (the CLI formats it).
 	Report(ctx context.Context) (json.RawMessage, error)
 	// Plan returns the dry run of every policy as JSON (the CLI prints it).
@@ -163,13 +192,14 @@ func handler(b Backend, log *slog.Logger) http.Handler {
 			replyErr(w, http.StatusBadRequest, fmt.Errorf("decode request: %w", err))
 			return
 		}
+		req.Trigger = TriggerSocket
 		log.Info("rotation requested over the control socket", "policies", req.Policies, "emergency", req.Emergency)
 		res, err := b.Rotate(r.Context(), req)
 		reply(w, res, err)
 	})
 	mux.HandleFunc("POST /v1/reload", func(w http.ResponseWriter, r *http.Request) {
-		err := b.Reload(r.Context())
-		reply(w, map[string]bool{"reloaded": err == nil}, err)
+		res, err := b.Reload(r.Context())
+		reply(w, res, err)
 	})
 	mux.HandleFunc("GET /v1/report", func(w http.ResponseWriter, r *http.Request) {
 		rep, err := b.Report(r.Context())

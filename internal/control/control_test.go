@@ -26,7 +26,9 @@ func (f *fakeBackend) Rotate(_ context.Context, req RotateRequest) ([]RotateResu
 	return []RotateResult{{Policy: "gpu", Rotated: true, KeyID: "k2"}}, f.fail
 }
 
-func (f *fakeBackend) Reload(context.Context) error { return f.fail }
+func (f *fakeBackend) Reload(context.Context) (ReloadResult, error) {
+	return ReloadResult{}, f.fail
+}
 
 func (f *fakeBackend) Report(context.Context) (json.RawMessage, error) {
 	return json.RawMessage(`{"keys":[]}`), f.fail
@@ -73,7 +75,7 @@ func TestServer_RoundTrip(t *testing.T) {
 
 	// Backend errors come back as the error text, not as a transport failure.
 	b.fail = errors.New(`unknown policy "nope"`)
-	if err := c.Reload(ctx); err == nil || err.Error() != `unknown policy "nope"` {
+	if _, err := c.Reload(ctx); err == nil || err.Error() != `unknown policy "nope"` {
 		t.Fatalf("Reload error = %v, want the backend's message", err)
 	}
 

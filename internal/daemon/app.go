@@ -1,8 +1,8 @@
-// Package daemon assembles rotatord: it owns the long-lived clients (bbolt
-// state, Vault, Slack) for the life of the process and rebuilds the
-// config-scoped parts (provider clients, the rotation engine, schedules) on
-// every reload, swapping them atomically. It never touches OS signals: the
-// command turns those into calls on App, so tests drive it directly.
+// Package daemon assembles rotatord: it owns the long-lived clients (state,
+// Vault, Slack) for the life of the process and rebuilds the config-scoped
+// parts (provider clients, the rotation engine, schedules) on every reload,
+// swapping them atomically. It never touches OS signals: the command turns
+// those into calls on App, so tests drive it directly.
 package daemon
 
 import (
@@ -10,20 +10,18 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/rotatord/rotatord/internal/cloud"
 	"github.com/rotatord/rotatord/internal/control"
 	"github.com/rotatord/rotatord/internal/notify"
-	"github.com/rotatord/rotatord/internal/report"
 	"github.com/rotatord/rotatord/internal/rotate"
 	"github.com/rotatord/rotatord/internal/scheduler"
 	"github.com/rotatord/rotatord/internal/state"
 	"github.com/rotatord/rotatord/internal/state/bolt"
-	"github.com/rotatord/rotatord/internal/vault"
 	"github.com/rotatord/rotatord/policy"
 )
 
@@ -47,6 +45,12 @@ type Options struct {
 	SweepInterval time.Duration
 	// BackoffBase overrides the engine's failure backoff base (tests, demo).
 	BackoffBase time.Duration
+	// Load reads and validates the config file on reload; nil means
+	// policy.Load. Tests count or vary what reloads see through it.
+	Load func(path string) (*policy.Config, error)
+	// Keys replaces the Vault client (tests: vaulttest.Memory); nil logs in
+	// to the Vault the config names.
+	Keys rotate.KeyStore
 }
 
 // App is one rotatord process.
@@ -54,7 +58,8 @@ type App struct {
 	opts  Options
 	log   *slog.Logger
 	db    state.Store
-	keys  *keyStore
+	vault *keyStore // nil when NoVault or Options.Keys is set
+	keys  rotate.KeyStore
 	slack *notify.Slack
 	disp  *notify.Dispatcher
 	locks *rotate.Locks
@@ -63,14 +68,25 @@ type App struct {
 	mu  sync.RWMutex
 	cur *runtime // config-scoped parts; swapped on reload
 
+	// reloadMu makes each reload (load, build, swap, start, stop old) and
+	// the start and stop of the daemon one step: two reloads never
+	// interleave, and none runs while the daemon starts or stops.
 	reloadMu  sync.Mutex
-	reloadErr string // last reload error, "" after a good one
+	running   bool // Start done, Stop not begun
+	stopping  bool // Stop begun
+	reloadErr string
+	// scheds counts the schedulers ever started whose runs may still be in
+	// flight; Stop waits for all of them before it closes the state.
+	scheds sync.WaitGroup
 
 	// manual counts the rotations asked for by signal or socket; Stop waits
 	// for them and refuses new ones once stopping is set.
-	manualMu sync.Mutex
-	manual   sync.WaitGroup
-	stopping bool
+	manualMu     sync.Mutex
+	manual       sync.WaitGroup
+	manualClosed bool
+	// halt ends every run's context when a graceful stop runs out of time.
+	halt     context.Context
+	haltRuns context.CancelFunc
 
 	started time.Time
 	ctl     *control.Server
@@ -98,64 +114,40 @@ func New(ctx context.Context, cfg *policy.Config, opts Options) (*App, error) {
 	if opts.SweepInterval <= 0 {
 		opts.SweepInterval = time.Minute
 	}
+	if opts.Load == nil {
+		opts.Load = policy.Load
+	}
 	a := &App{opts: opts, log: opts.Logger, locks: rotate.NewLocks(), met: NewMetrics()}
+	a.halt, a.haltRuns = context.WithCancel(context.Background())
 	db, err := bolt.OpenStore(cfg.State.Path, bolt.Options{ReadOnly: opts.ReadOnly})
 	if err != nil {
 		return nil, fmt.Errorf("open state: %w", err)
 	}
 	a.db = db
-	if !opts.NoVault {
+	switch {
+	case opts.Keys != nil:
+		a.keys = opts.Keys
+	case !opts.NoVault:
 		if err := a.openVault(ctx, cfg); err != nil {
-			db.Close()
+			_ = db.Close()
 			return nil, err
 		}
+		a.keys = a.vault
 	}
 	if cfg.Slack != nil && !opts.NoSlack {
 		if err := a.openSlack(cfg); err != nil {
-			a.Close()
+			_ = a.Close()
 			return nil, err
 		}
 	}
 	rt, err := a.build(cfg)
 	if err != nil {
-		a.Close()
+		_ = a.Close()
 		return nil, err
 	}
 	a.cur = rt
-	a.met.ConfigLoaded(true)
+	a.met.ConfigLoaded(true, rt.loaded)
 	return a, nil
-}
-
-func (a *App) openVault(ctx context.Context, cfg *policy.Config) error {
-	vc := vault.Config{Address: cfg.Vault.Address, Mount: cfg.Vault.Mount, Logger: a.log.With("component", "vault")}
-	auth := cfg.Vault.Auth
-	switch auth.Method {
-	case "approle":
-		roleID, err := resolveSecret("vault approle role_id", "", auth.RoleIDFile)
-		if err != nil {
-			return err
-		}
-		secretID, err := resolveSecret("vault approle secret_id", "", auth.SecretIDFile)
-		if err != nil {
-			return err
-		}
-		vc.Auth.AppRole = &vault.AppRole{RoleID: roleID, SecretID: secretID, MountPath: auth.AppRoleMount}
-	default:
-		tok, err := resolveSecret("vault token", auth.TokenEnv, auth.TokenFile)
-		if err != nil {
-			return err
-		}
-		vc.Auth.Token = tok
-	}
-	a.keys = &keyStore{cfg: vc, log: a.log.With("component", "vault")}
-	if _, err := a.keys.connect(ctx); err != nil {
-		if !transient(err) {
-			return err
-		}
-		// Down or sealed now: start anyway and log in at first use.
-		a.log.Warn("vault is not reachable; starting anyway, rotations fail until it is", "err", err)
-	}
-	return nil
 }
 
 func (a *App) openSlack(cfg *policy.Config) error {
@@ -176,30 +168,34 @@ func (a *App) openSlack(cfg *policy.Config) error {
 	return nil
 }
 
-// build makes the config-scoped parts. It changes nothing in a.
+// build makes the config-scoped parts: provider clients, the engine and a
+// scheduler that is not started. It changes nothing in a.
 func (a *App) build(cfg *policy.Config) (*runtime, error) {
 	provs, err := buildProviders(cfg, a.opts.Version, a.log)
 	if err != nil {
 		return nil, err
-	}
-	kick := func() {}
-	if a.disp != nil {
-		kick = a.disp.Kick
-	}
-	var keys rotate.KeyStore = a.keys
-	if a.keys == nil {
-		keys = nil // plan and report: no Vault; the engine only reads
 	}
 	conc := make(map[string]int, len(cfg.Providers))
 	for _, p := range cfg.Providers {
 		conc[p.Name] = p.Concurrency
 	}
 	eng := rotate.New(rotate.Config{
-		Journal: a.db, Keys: keys, Providers: provs, Locks: a.locks, ProviderConcurrency: conc,
-		Logger: a.log.With("component", "rotate"), Kick: kick, Hook: a.opts.Hook,
+		Journal: a.db, Keys: a.keys, Providers: provs, Locks: a.locks, ProviderConcurrency: conc,
+		Logger: a.log.With("component", "rotate"), Kick: a.kick, Hook: a.opts.Hook,
 		BackoffBase: a.opts.BackoffBase, Sinks: a.sinks(),
 	})
-	return &runtime{cfg: cfg, providers: provs, engine: eng, loaded: time.Now()}, nil
+	rt := &runtime{cfg: cfg, providers: provs, engine: eng, loaded: time.Now()}
+	if rt.sched, err = a.schedule(rt); err != nil {
+		return nil, err
+	}
+	return rt, nil
+}
+
+// kick wakes the notifiers after the engine queued events.
+func (a *App) kick() {
+	if a.disp != nil {
+		a.disp.Kick()
+	}
 }
 
 // sinks are the notification destinations the engine queues for.
@@ -216,9 +212,12 @@ func (a *App) runtime() *runtime {
 	return a.cur
 }
 
-// Start resumes every unfinished rotation, then builds the schedules and
-// starts the background loops. It returns once the daemon is ready.
+// Start resumes every unfinished rotation, then starts the schedules and
+// the background loops, and opens the control socket and the metrics
+// listener. It returns once the daemon is ready.
 func (a *App) Start(ctx context.Context) error {
+	a.reloadMu.Lock()
+	defer a.reloadMu.Unlock()
 	rt := a.runtime()
 	for _, p := range rt.cfg.Policies {
 		if res, err := rt.engine.Resume(ctx, p); err != nil {
@@ -229,180 +228,73 @@ func (a *App) Start(ctx context.Context) error {
 	}
 	bgctx, cancel := context.WithCancel(context.Background())
 	a.cancel = cancel
-	if err := a.schedule(rt); err != nil {
-		cancel()
-		return err
-	}
-	rt.sched.Start()
-	if a.disp != nil {
-		a.bg.Add(1)
-		go func() { defer a.bg.Done(); a.disp.Run(bgctx) }()
-	}
-	a.bg.Add(1)
-	go func() { defer a.bg.Done(); a.sweepLoop(bgctx) }()
 	if err := a.listen(rt.cfg); err != nil {
 		cancel()
-		_ = rt.sched.Stop(context.Background())
-		a.bg.Wait()
 		return err
 	}
+	a.startScheduler(rt)
+	if a.disp != nil {
+		a.bg.Go(func() { a.disp.Run(bgctx) })
+	}
+	if a.vault != nil {
+		a.bg.Go(func() { a.vault.watch(bgctx, a.met.VaultUp) })
+	}
+	a.bg.Go(func() { a.sweepLoop(bgctx) })
 	a.started = time.Now()
+	a.running = true
 	a.sdNotify("READY=1")
 	a.log.Info("rotatord ready", "policies", len(rt.cfg.Policies), "version", a.opts.Version)
 	return nil
 }
 
-// schedule builds rt's scheduler: one entry per policy and the digest.
-func (a *App) schedule(rt *runtime) error {
-	s := scheduler.New(scheduler.Options{Logger: a.log.With("component", "scheduler")})
-	for _, p := range rt.cfg.Policies {
-		if err := s.Add(p.Name, p.Schedule, func(ctx context.Context) {
-			a.runPolicy(ctx, rt, p, rotate.Options{Trigger: rotate.TriggerSchedule})
-		}); err != nil {
-			return err
-		}
-	}
-	if r := rt.cfg.Report; r != nil && r.Schedule != "" {
-		if err := s.Add(digestEntry, r.Schedule, func(ctx context.Context) { a.postDigest(ctx, rt) }); err != nil {
-			return err
-		}
-	}
-	rt.sched = s
-	return nil
-}
-
-// digestEntry names the report digest's schedule entry; policy names
-// cannot start with "@".
-const digestEntry = "@report-digest"
-
-// postDigest queues the compliance digest for Slack. The outbox carries it,
-// so a Slack outage delays it instead of losing it.
-func (a *App) postDigest(ctx context.Context, rt *runtime) {
-	if a.disp == nil {
-		a.log.Warn("report digest skipped: Slack is not configured (it takes effect at the next restart)")
-		return
-	}
-	rep, err := report.Generate(ctx, report.Source{Now: time.Now(), Config: rt.cfg, State: a.db, Providers: rt.providers})
-	if err != nil {
-		a.log.Error("report digest", "err", err)
-		return
-	}
-	ev := state.Event{Kind: policy.EventReport, Channel: rt.cfg.Report.Channel, Detail: rep.Digest(), Time: time.Now()}
-	if err := a.db.Update(func(tx state.Tx) error { _, err := tx.Enqueue(ev, state.SinkSlack); return err }); err != nil {
-		a.log.Error("queue report digest", "err", err)
-		return
-	}
-	a.log.Info("report digest queued", "channel", ev.Channel)
-	a.disp.Kick()
-}
-
-func (a *App) runPolicy(ctx context.Context, rt *runtime, p policy.Policy, opts rotate.Options) rotate.Result {
-	res, err := rt.engine.Run(ctx, p, opts)
-	res.Err = err
-	a.met.Observe(p, res)
-	if errors.Is(err, rotate.ErrBusy) {
-		a.log.Info("run skipped: policy already in flight", "policy", p.Name, "trigger", opts.Trigger)
-	}
-	return res
-}
-
-func (a *App) sweepLoop(ctx context.Context) {
-	t := time.NewTicker(a.opts.SweepInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		rt := a.runtime()
-		for _, p := range rt.cfg.Policies {
-			if _, err := rt.engine.Sweep(ctx, p); err != nil && ctx.Err() == nil {
-				a.log.Error("retire sweep", "policy", p.Name, "err", err)
-			}
-		}
-	}
-}
-
-// ReloadConfig swaps in cfg: new provider clients, engine and schedules. On error
-// the running config stays in force. Vault, state and Slack settings are
-// long-lived: changing them needs a restart, which Reload says in the log.
-func (a *App) ReloadConfig(ctx context.Context, cfg *policy.Config) error {
-	a.sdNotify("RELOADING=1")
-	defer a.sdNotify("READY=1")
-	old := a.runtime()
-	rt, err := a.build(cfg)
-	if err == nil {
-		err = a.schedule(rt)
-	}
-	if err != nil {
-		a.ReloadFailed(err)
-		return err
-	}
-	if old.cfg.Vault != cfg.Vault || old.cfg.State != cfg.State {
-		a.log.Warn("vault and state settings changed; they take effect at the next restart")
-	}
-	a.mu.Lock()
-	a.cur = rt
-	a.mu.Unlock()
+// startScheduler starts rt's scheduler and counts it until its runs end.
+func (a *App) startScheduler(rt *runtime) {
+	a.scheds.Add(1)
 	rt.sched.Start()
-	if old.sched != nil {
-		// The old schedules stop firing; their runs in flight finish under
-		// the same policy locks, so nothing runs twice.
-		go func() {
-			sctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-			defer cancel()
-			_ = old.sched.Stop(sctx)
-		}()
-	}
-	a.met.ConfigLoaded(true)
-	a.reloadMu.Lock()
-	a.reloadErr = ""
-	a.reloadMu.Unlock()
-	a.log.Info("config reloaded", "policies", len(cfg.Policies))
-	return nil
 }
 
-// ReloadFailed records a reload that did not get past parsing or building:
-// the log names every error, the metric goes to 0, Slack is told.
-func (a *App) ReloadFailed(err error) {
-	a.met.ConfigLoaded(false)
-	a.reloadMu.Lock()
-	a.reloadErr = err.Error()
-	a.reloadMu.Unlock()
-	a.log.Error("reload failed; keeping the running config", "err", err)
-	if a.disp == nil {
-		return // no Slack: the log and the metric say it
-	}
-	_ = a.db.Update(func(tx state.Tx) error {
-		_, err := tx.Enqueue(state.Event{Kind: policy.EventReloadFailed, Error: err.Error(), Time: time.Now()}, state.SinkSlack)
-		return err
-	})
-	a.disp.Kick()
+// retireScheduler halts rt's scheduler now (no entry fires after this
+// returns) and lets its runs in flight finish in the background; Stop
+// waits for them. The runs hold the policies' locks, so the next config's
+// runs of the same policies wait instead of running twice.
+func (a *App) retireScheduler(rt *runtime) {
+	rt.sched.Halt()
+	go func() {
+		defer a.scheds.Done()
+		_ = rt.sched.Wait(a.halt)
+	}()
 }
 
 // Stop stops the schedules (waiting up to ctx for the steps in flight),
-// the background loops, and closes the long-lived clients.
+// the manual rotations, the background loops, and closes the long-lived
+// clients. When ctx ends first, every run's context is cancelled (the
+// journal stays consistent: a restart resumes) and Stop still waits for
+// the runs to return before it closes the state.
 func (a *App) Stop(ctx context.Context) error {
 	a.sdNotify("STOPPING=1")
-	// Rotations asked for by signal or socket finish too; no new ones start.
-	a.manualMu.Lock()
+	a.reloadMu.Lock()
 	a.stopping = true
-	a.manualMu.Unlock()
-	rt := a.runtime()
-	var err error
-	if rt.sched != nil {
-		err = rt.sched.Stop(ctx)
+	if a.running {
+		a.retireScheduler(a.runtime())
+		a.running = false
 	}
+	a.reloadMu.Unlock()
+	a.manualMu.Lock()
+	a.manualClosed = true
+	a.manualMu.Unlock()
+
+	var err error
 	done := make(chan struct{})
-	go func() { a.manual.Wait(); close(done) }()
+	go func() { a.scheds.Wait(); a.manual.Wait(); close(done) }()
 	select {
 	case <-done:
 	case <-ctx.Done():
-		err = errors.Join(err, ctx.Err())
+		err = fmt.Errorf("runs still in flight at the stop deadline were cancelled: %w", ctx.Err())
+		a.haltRuns()
+		<-done
 	}
 	if a.ctl != nil {
-		_ = a.ctl.Close(ctx)
+		_ = a.ctl.Close(context.Background())
 	}
 	if a.metSrv != nil {
 		_ = a.metSrv.Close()
@@ -411,90 +303,19 @@ func (a *App) Stop(ctx context.Context) error {
 		a.cancel()
 	}
 	a.bg.Wait()
+	a.haltRuns()
 	return errors.Join(err, a.Close())
 }
 
 // Close releases the long-lived clients.
 func (a *App) Close() error {
-	if a.keys != nil {
-		a.keys.Close()
+	if a.vault != nil {
+		a.vault.Close()
 	}
 	if a.db != nil {
 		return a.db.Close()
 	}
 	return nil
-}
-
-// RunOnce evaluates every policy once (run -once): resume, reconcile,
-// rotate what is due, sweep, and deliver notifications.
-func (a *App) RunOnce(ctx context.Context) []rotate.Result {
-	rt := a.runtime()
-	results := a.runAll(ctx, rt, rt.cfg.Policies, rotate.Options{Trigger: rotate.TriggerCLI})
-	a.FlushNotifications(ctx)
-	return results
-}
-
-// RotatePolicies rotates the named policies now (all when names is empty). It
-// waits for a run of the same policy in flight instead of skipping, so
-// every trigger yields exactly one new key per policy.
-func (a *App) RotatePolicies(ctx context.Context, names []string, emergency bool, trigger string) ([]rotate.Result, error) {
-	a.manualMu.Lock()
-	if a.stopping {
-		a.manualMu.Unlock()
-		return nil, errors.New("rotatord is stopping; rotate again once it runs")
-	}
-	a.manual.Add(1)
-	a.manualMu.Unlock()
-	defer a.manual.Done()
-	rt := a.runtime()
-	ps := rt.cfg.Policies
-	if len(names) > 0 {
-		ps = nil
-		for _, n := range names {
-			p, ok := rt.cfg.PolicyByName(n)
-			if !ok {
-				return nil, fmt.Errorf("unknown policy %q", n)
-			}
-			ps = append(ps, p)
-		}
-	}
-	return a.runAll(ctx, rt, ps, rotate.Options{Force: true, Emergency: emergency, Wait: true, Trigger: trigger}), nil
-}
-
-func (a *App) runAll(ctx context.Context, rt *runtime, ps []policy.Policy, opts rotate.Options) []rotate.Result {
-	results := rt.engine.RunAll(ctx, ps, opts)
-	for i, res := range results {
-		a.met.Observe(ps[i], res)
-	}
-	return results
-}
-
-// Plans is the dry run of every policy.
-func (a *App) Plans(ctx context.Context) ([]rotate.PolicyPlan, error) {
-	rt := a.runtime()
-	var plans []rotate.PolicyPlan
-	var errs []error
-	for _, p := range rt.cfg.Policies {
-		pp, err := rt.engine.Plan(ctx, p)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("policy %q: %w", p.Name, err))
-		}
-		plans = append(plans, pp)
-	}
-	return plans, errors.Join(errs...)
-}
-
-// FlushNotifications gives Slack one chance to take the queued events
-// before a one-shot command exits; what it does not take stays queued.
-func (a *App) FlushNotifications(ctx context.Context) {
-	if a.disp == nil {
-		return
-	}
-	fctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	if _, err := a.disp.DrainOnce(fctx); err != nil {
-		a.log.Warn("notifications left queued for the next run", "err", err)
-	}
 }
 
 func (a *App) sdNotify(s string) {
@@ -503,36 +324,16 @@ func (a *App) sdNotify(s string) {
 	}
 }
 
-// listen opens the control socket and, when configured, the metrics
-// listener. They live for the process: a reload does not move them.
-func (a *App) listen(cfg *policy.Config) error {
-	ctl, err := control.Listen(cfg.Control.Socket, a, a.log.With("component", "control"))
-	if err != nil {
-		return err
+// Scheduled names the policies the running config schedules, sorted.
+func (a *App) Scheduled() []string {
+	var out []string
+	for _, n := range a.runtime().sched.Names() {
+		if !strings.HasPrefix(n, "@") { // the digest's entry
+			out = append(out, n)
+		}
 	}
-	a.ctl = ctl
-	if cfg.Metrics.Listen == "" {
-		return nil
-	}
-	a.met.reg.MustRegister(report.NewCollector(func() (*report.Report, error) {
-		rt := a.runtime()
-		return report.Generate(context.Background(), report.Source{Now: time.Now(), Config: rt.cfg, State: a.db})
-	}))
-	ln, err := net.Listen("tcp", cfg.Metrics.Listen)
-	if err != nil {
-		_ = ctl.Close(context.Background())
-		return fmt.Errorf("metrics listener: %w", err)
-	}
-	a.metSrv = &http.Server{Handler: a.met.Handler(a.health), ReadHeaderTimeout: 10 * time.Second}
-	go func() { _ = a.metSrv.Serve(ln) }()
-	a.log.Info("metrics listening", "addr", ln.Addr().String())
-	return nil
+	return out
 }
 
-// health is /healthz: the state file answers and the last reload was good.
-func (a *App) health() error {
-	if err := a.db.View(func(state.Tx) error { return nil }); err != nil {
-		return fmt.Errorf("state: %w", err)
-	}
-	return nil
-}
+// Store is the state the app holds, to read; the app closes it.
+func (a *App) Store() state.Store { return a.db }

@@ -10,7 +10,6 @@ import (
 	"github.com/rotatord/rotatord/internal/report"
 	"github.com/rotatord/rotatord/internal/rotate"
 	"github.com/rotatord/rotatord/internal/state"
-	"github.com/rotatord/rotatord/policy"
 )
 
 var _ control.Backend = (*App)(nil)
@@ -23,9 +22,13 @@ func (a *App) Status(ctx context.Context) (control.Status, error) {
 		Version: a.opts.Version, PID: os.Getpid(), StartedAt: a.started,
 		ConfigFile: rt.cfg.File, ConfigLoadedAt: rt.loaded,
 	}
-	a.reloadMu.Lock()
+	a.mu.RLock()
 	st.LastReloadOK, st.LastReloadErr = a.reloadErr == "", a.reloadErr
-	a.reloadMu.Unlock()
+	a.mu.RUnlock()
+	if a.vault != nil {
+		up, why := a.vault.Health()
+		st.Vault = &control.VaultStatus{Up: up, Error: why}
+	}
 	err := a.db.View(func(tx state.Tx) error {
 		n, err := tx.OutboxLen()
 		if err != nil {
@@ -68,15 +71,19 @@ func (a *App) Status(ctx context.Context) (control.Status, error) {
 
 // Rotate serves `rotatord rotate` through the socket.
 func (a *App) Rotate(ctx context.Context, req control.RotateRequest) ([]control.RotateResult, error) {
-	results, err := a.RotatePolicies(ctx, req.Policies, req.Emergency, rotate.TriggerSocket)
+	trigger := req.Trigger
+	if trigger == "" {
+		trigger = rotate.TriggerSocket
+	}
+	results, err := a.RotatePolicies(ctx, req.Policies, req.Emergency, trigger)
 	if err != nil {
 		return nil, err
 	}
-	return controlResults(results), nil
+	return Results(results), nil
 }
 
-// controlResults converts engine results for the socket.
-func controlResults(results []rotate.Result) []control.RotateResult {
+// Results converts engine results to what the socket carries.
+func Results(results []rotate.Result) []control.RotateResult {
 	out := make([]control.RotateResult, len(results))
 	for i, r := range results {
 		out[i] = control.RotateResult{Policy: r.Policy, Rotated: r.Rotated, KeyID: r.KeyID, KeyName: r.KeyName,
@@ -86,17 +93,6 @@ func controlResults(results []rotate.Result) []control.RotateResult {
 		}
 	}
 	return out
-}
-
-// Reload re-reads the config file the daemon was started with.
-func (a *App) Reload(ctx context.Context) error {
-	path := a.runtime().cfg.File
-	cfg, err := policy.Load(path)
-	if err != nil {
-		a.ReloadFailed(err)
-		return err
-	}
-	return a.ReloadConfig(ctx, cfg)
 }
 
 // Report builds the compliance report from state and live provider listings.

@@ -20,6 +20,8 @@ type Metrics struct {
 	rotations   *prometheus.CounterVec
 	lastSuccess *prometheus.GaugeVec
 	reloadOK    prometheus.Gauge
+	reloadAt    prometheus.Gauge
+	vaultUp     prometheus.Gauge
 }
 
 // NewMetrics registers the counters and the Go runtime and process collectors.
@@ -38,18 +40,36 @@ func NewMetrics() *Metrics {
 			Name: "rotatord_config_last_reload_successful",
 			Help: "1 if the last config load or reload succeeded, 0 if it failed (the previous config stays in force).",
 		}),
+		reloadAt: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "rotatord_config_last_reload_success_timestamp_seconds",
+			Help: "Unix time of the last config load or reload that succeeded.",
+		}),
+		vaultUp: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "rotatord_vault_up",
+			Help: "1 if Vault answered the last login or health check (reachable, unsealed, token valid), 0 if not.",
+		}),
 	}
-	m.reg.MustRegister(m.rotations, m.lastSuccess, m.reloadOK,
+	m.reg.MustRegister(m.rotations, m.lastSuccess, m.reloadOK, m.reloadAt, m.vaultUp,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 
-// ConfigLoaded sets the reload gauge.
-func (m *Metrics) ConfigLoaded(ok bool) {
+// ConfigLoaded sets the reload gauges: ok, and when a load succeeded.
+func (m *Metrics) ConfigLoaded(ok bool, at time.Time) {
 	if ok {
 		m.reloadOK.Set(1)
+		m.reloadAt.Set(float64(at.Unix()))
 	} else {
 		m.reloadOK.Set(0)
+	}
+}
+
+// VaultUp sets the Vault gauge.
+func (m *Metrics) VaultUp(up bool) {
+	if up {
+		m.vaultUp.Set(1)
+	} else {
+		m.vaultUp.Set(0)
 	}
 }
 

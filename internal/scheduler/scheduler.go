@@ -1,5 +1,6 @@
 // Package scheduler runs rotatord's jobs on cron schedules: one entry per
-// policy from its schedule, a periodic retire sweep and the report digest.
+// policy from its schedule, and the report digest (the daemon runs the retire
+// sweep on a ticker of its own).
 // It wraps robfig/cron/v3 with jitter, panic recovery and a Stop that waits
 // for jobs in flight up to a deadline.
 //
@@ -14,7 +15,9 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"time"
 
@@ -128,9 +131,10 @@ func (s *Scheduler) Next(name string) time.Time {
 // Start begins firing entries.
 func (s *Scheduler) Start() { s.c.Start() }
 
-// Stop stops firing new runs and waits for runs in flight until ctx ends;
-// then it cancels their context and returns ctx's error.
-func (s *Scheduler) Stop(ctx context.Context) error {
+// Halt stops firing new runs at once; runs in flight go on. Reloads call
+// it before the next config's scheduler starts, so that no entry of the
+// old config fires after the swap.
+func (s *Scheduler) Halt() {
 	s.mu.Lock()
 	if !s.stopped {
 		s.stopped = true
@@ -138,6 +142,12 @@ func (s *Scheduler) Stop(ctx context.Context) error {
 	}
 	s.mu.Unlock()
 	s.c.Stop()
+}
+
+// Wait waits for the runs in flight until ctx ends; then it cancels their
+// context, waits for them to return, and returns ctx's error. Call Halt
+// first, or new runs may keep it waiting.
+func (s *Scheduler) Wait(ctx context.Context) error {
 	done := make(chan struct{})
 	go func() { s.running.Wait(); close(done) }()
 	select {
@@ -149,4 +159,17 @@ func (s *Scheduler) Stop(ctx context.Context) error {
 		<-done
 		return ctx.Err()
 	}
+}
+
+// Stop is Halt, then Wait.
+func (s *Scheduler) Stop(ctx context.Context) error {
+	s.Halt()
+	return s.Wait(ctx)
+}
+
+// Names returns the scheduled entries' names, sorted.
+func (s *Scheduler) Names() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Sorted(maps.Keys(s.entries))
 }

@@ -1,0 +1,165 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/rotatord/rotatord/internal/report"
+	"github.com/rotatord/rotatord/internal/rotate"
+	"github.com/rotatord/rotatord/internal/scheduler"
+	"github.com/rotatord/rotatord/internal/state"
+	"github.com/rotatord/rotatord/policy"
+)
+
+// digestEntry names the report digest's schedule entry; policy names
+// cannot start with "@".
+const digestEntry = "@report-digest"
+
+// schedule builds rt's scheduler, not started: one entry per policy and
+// the digest.
+func (a *App) schedule(rt *runtime) (*scheduler.Scheduler, error) {
+	s := scheduler.New(scheduler.Options{Logger: a.log.With("component", "scheduler")})
+	for _, p := range rt.cfg.Policies {
+		if err := s.Add(p.Name, p.Schedule, func(ctx context.Context) {
+			a.runPolicy(ctx, rt, p, rotate.Options{Trigger: rotate.TriggerSchedule})
+		}); err != nil {
+			return nil, err
+		}
+	}
+	if r := rt.cfg.Report; r != nil && r.Schedule != "" {
+		if err := s.Add(digestEntry, r.Schedule, func(ctx context.Context) { a.postDigest(ctx, rt) }); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// postDigest queues the compliance digest for Slack. The outbox carries it,
+// so a Slack outage delays it instead of losing it.
+func (a *App) postDigest(ctx context.Context, rt *runtime) {
+	if a.disp == nil {
+		a.log.Warn("report digest skipped: Slack is not configured (it takes effect at the next restart)")
+		return
+	}
+	rep, err := report.Generate(ctx, report.Source{Now: time.Now(), Config: rt.cfg, State: a.db, Providers: rt.providers})
+	if err != nil {
+		a.log.Error("report digest", "err", err)
+		return
+	}
+	ev := state.Event{Kind: policy.EventReport, Channel: rt.cfg.Report.Channel, Detail: rep.Digest(), Time: time.Now()}
+	if err := a.db.Update(func(tx state.Tx) error { _, err := tx.Enqueue(ev, state.SinkSlack); return err }); err != nil {
+		a.log.Error("queue report digest", "err", err)
+		return
+	}
+	a.log.Info("report digest queued", "channel", ev.Channel)
+	a.kick()
+}
+
+func (a *App) runPolicy(ctx context.Context, rt *runtime, p policy.Policy, opts rotate.Options) rotate.Result {
+	res, err := rt.engine.Run(ctx, p, opts)
+	res.Err = err
+	a.met.Observe(p, res)
+	if errors.Is(err, rotate.ErrBusy) {
+		a.log.Info("run skipped: policy already in flight", "policy", p.Name, "trigger", opts.Trigger)
+	}
+	return res
+}
+
+func (a *App) sweepLoop(ctx context.Context) {
+	t := time.NewTicker(a.opts.SweepInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		rt := a.runtime()
+		for _, p := range rt.cfg.Policies {
+			if _, err := rt.engine.Sweep(ctx, p); err != nil && ctx.Err() == nil {
+				a.log.Error("retire sweep", "policy", p.Name, "err", err)
+			}
+		}
+	}
+}
+
+// RunOnce evaluates every policy once (run -once): resume, reconcile,
+// rotate what is due, sweep, and deliver notifications.
+func (a *App) RunOnce(ctx context.Context) []rotate.Result {
+	rt := a.runtime()
+	results := a.runAll(ctx, rt, rt.cfg.Policies, rotate.Options{Trigger: rotate.TriggerCLI})
+	a.FlushNotifications(ctx)
+	return results
+}
+
+// RotatePolicies rotates the named policies now (all when names is empty).
+// It waits for a run of the same policy in flight instead of skipping, so
+// every trigger yields exactly one new key per policy. Once a stop has
+// begun it refuses with ErrStopping; the ones it accepted finish before
+// the state closes.
+func (a *App) RotatePolicies(ctx context.Context, names []string, emergency bool, trigger string) ([]rotate.Result, error) {
+	a.manualMu.Lock()
+	if a.manualClosed {
+		a.manualMu.Unlock()
+		return nil, ErrStopping
+	}
+	a.manual.Add(1)
+	a.manualMu.Unlock()
+	defer a.manual.Done()
+	// A graceful stop that runs out of time cancels the run too.
+	ctx, cancel := context.WithCancel(ctx)
+	defer context.AfterFunc(a.halt, cancel)()
+	defer cancel()
+
+	rt := a.runtime()
+	ps := rt.cfg.Policies
+	if len(names) > 0 {
+		ps = nil
+		for _, n := range names {
+			p, ok := rt.cfg.PolicyByName(n)
+			if !ok {
+				return nil, fmt.Errorf("unknown policy %q", n)
+			}
+			ps = append(ps, p)
+		}
+	}
+	return a.runAll(ctx, rt, ps, rotate.Options{Force: true, Emergency: emergency, Wait: true, Trigger: trigger}), nil
+}
+
+func (a *App) runAll(ctx context.Context, rt *runtime, ps []policy.Policy, opts rotate.Options) []rotate.Result {
+	results := rt.engine.RunAll(ctx, ps, opts)
+	for i, res := range results {
+		a.met.Observe(ps[i], res)
+	}
+	return results
+}
+
+// Plans is the dry run of every policy.
+func (a *App) Plans(ctx context.Context) ([]rotate.PolicyPlan, error) {
+	rt := a.runtime()
+	var plans []rotate.PolicyPlan
+	var errs []error
+	for _, p := range rt.cfg.Policies {
+		pp, err := rt.engine.Plan(ctx, p)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("policy %q: %w", p.Name, err))
+		}
+		plans = append(plans, pp)
+	}
+	return plans, errors.Join(errs...)
+}
+
+// FlushNotifications gives Slack one chance to take the queued events
+// before a one-shot command exits; what it does not take stays queued.
+func (a *App) FlushNotifications(ctx context.Context) {
+	if a.disp == nil {
+		return
+	}
+	fctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if _, err := a.disp.DrainOnce(fctx); err != nil {
+		a.log.Warn("notifications left queued for the next run", "err", err)
+	}
+}
