@@ -20,7 +20,11 @@
 //	GET  /admin/faults          the fault rules in force
 //	POST /admin/faults          replace the rules with a JSON array of
 //	                            {"route","kind","rate","count","status",
-//	                            "message","retry_after","delay"}; [] clears
+//	                            "message","retry_after","delay","body",
+//	                            "header"}; [] clears. Kinds: status,
+//	                            rate_limit, drop, malformed, commit_then_drop,
+//	                            hang, huge, latency, reply (status, body and
+//	                            header verbatim), truncate, echo_credential
 //	POST /admin/release-hangs   let every request held by a "hang" rule proceed
 //	GET  /admin/requests        request counts per route
 //

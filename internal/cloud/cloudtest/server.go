@@ -14,10 +14,12 @@
 package cloudtest
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"log/slog"
 	"maps"
 	"net/http"
@@ -97,17 +99,25 @@ type Options struct {
 }
 
 // Request is one request the fake received, for tests that check retries,
-// their spacing, and headers.
+// their spacing, headers and bodies.
 type Request struct {
-	Route     string    // matched route, "" when no route matched
-	Method    string    // HTTP method
-	Path      string    // URL path
-	Query     string    // raw query
-	UserAgent string    // User-Agent header
+	Route     string // matched route, "" when no route matched
+	Method    string // HTTP method
+	Path      string // URL path
+	Query     string // raw query
+	UserAgent string // User-Agent header
+	// Header holds the request headers with the credential headers
+	// (x-api-key, Authorization) replaced by secret.Redacted, so a test
+	// that prints a request cannot leak its key.
+	Header    http.Header
+	Body      string    // the first requestLogBody bytes of the body
 	RequestID string    // the X-Request-ID the fake answered with
 	Time      time.Time // arrival, real clock
 	Fault     FaultKind // the fault injected, "" when none
 }
+
+// requestLogBody bounds the body each RequestLog entry keeps.
+const requestLogBody = 4 << 10
 
 // Server is the contract fake of both APIs. It is safe for concurrent use.
 type Server struct {
@@ -242,6 +252,19 @@ func (s *Server) route(route string, h http.HandlerFunc) http.Handler {
 }
 
 func (s *Server) record(route string, r *http.Request, reqID string, kind FaultKind) {
+	var body []byte
+	if r.Body != nil && r.Body != http.NoBody {
+		// Read the body once and put it back for the handler; the cap is
+		// the one the handlers apply, so nothing they would read is lost.
+		body, _ = io.ReadAll(io.LimitReader(r.Body, maxRequestBody+1))
+		r.Body = io.NopCloser(bytes.NewReader(body))
+	}
+	header := r.Header.Clone()
+	for _, h := range []string{"X-Api-Key", "Authorization"} {
+		if header.Get(h) != "" {
+			header.Set(h, secret.Redacted)
+		}
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.counts[route]++
@@ -258,6 +281,8 @@ func (s *Server) record(route string, r *http.Request, reqID string, kind FaultK
 		Path:      r.URL.Path,
 		Query:     r.URL.RawQuery,
 		UserAgent: r.UserAgent(),
+		Header:    header,
+		Body:      string(body[:min(len(body), requestLogBody)]),
 		RequestID: reqID,
 		Time:      time.Now(),
 		Fault:     kind,

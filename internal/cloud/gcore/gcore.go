@@ -43,10 +43,9 @@ var _ cloud.Provider = (*Client)(nil)
 // New returns a client for the account cfg describes.
 func New(cfg Config) (*Client, error) { return newClient(cfg, options{}) }
 
-// options are test seams: a recorder instead of real backoff waits, and a
-// small page size so paging is exercised without thousands of keys.
+// options are test seams: a small page size so paging is exercised without
+// thousands of keys.
 type options struct {
-	sleep    httpapi.SleepFunc
 	pageSize int
 }
 
@@ -56,7 +55,6 @@ func newClient(cfg Config, o options) (*Client, error) {
 		Authorize:       func(h http.Header, key string) { h.Set("Authorization", "APIKey "+key) },
 		ParseError:      parseError,
 		RequestIDHeader: "X-Request-ID",
-		Sleep:           o.sleep,
 	})
 	if err != nil {
 		return nil, err

@@ -38,15 +38,11 @@ type Client struct {
 var _ cloud.Provider = (*Client)(nil)
 
 // New returns a client for the account cfg describes.
-func New(cfg Config) (*Client, error) { return newClient(cfg, nil) }
-
-// newClient lets tests record backoff delays instead of waiting them out.
-func newClient(cfg Config, sleep httpapi.SleepFunc) (*Client, error) {
+func New(cfg Config) (*Client, error) {
 	api, err := httpapi.New(cfg, DefaultBaseURL, httpapi.Spec{
 		Type:       Type,
 		Authorize:  func(h http.Header, key string) { h.Set("x-api-key", key) },
 		ParseError: parseError,
-		Sleep:      sleep,
 	})
 	if err != nil {
 		return nil, err
