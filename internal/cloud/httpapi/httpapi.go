@@ -75,7 +75,9 @@ type Config struct {
 	// The Sesterce API sits behind a CDN that rejects some default agents.
 	UserAgent string
 	// Logger receives a debug line per request and a warning per retry;
-	// nil discards.
+	// nil discards. The client adds "provider" (Name) to every line itself,
+	// so the logger passed here must not carry that key: a JSON line with a
+	// key twice is rejected or mangled by log pipelines.
 	Logger *slog.Logger
 }
 
@@ -472,12 +474,10 @@ func (c *Client) logRequest(ctx context.Context, req Request, status int, start 
 }
 
 // redact replaces the API key wherever it appears in s: some servers echo
-// the credential they rejected.
+// the credential they rejected. It follows secret.Scrub's rule, so a key
+// too short to be a credential does not garble every message.
 func (c *Client) redact(s string) string {
-	if k := c.apiKey.Reveal(); k != "" && strings.Contains(s, k) {
-		return strings.ReplaceAll(s, k, secret.Redacted)
-	}
-	return s
+	return secret.Scrub(s, c.apiKey)
 }
 
 // redactErr returns err, or an error with the same chain whose text has the

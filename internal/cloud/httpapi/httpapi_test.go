@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -473,6 +474,162 @@ func TestSnippet(t *testing.T) {
 	for _, tt := range tests {
 		if got := Snippet([]byte(tt.in)); got != tt.want {
 			t.Errorf("Snippet(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}
+
+// TestClient_shortKeyNotScrubbed: a key too short to be a credential
+// (api_key_env pointing at a variable holding "1") must not turn every 1 in
+// an error into [REDACTED], which garbles the message and reveals the key
+// by the pattern of its replacements.
+func TestClient_shortKeyNotScrubbed(t *testing.T) {
+	srv := cloudtest.NewServer(cloudtest.Options{GcoreAPIKey: "1"})
+	t.Cleanup(srv.Close)
+	const upstream = "upstream 10.0.0.1 gave up after 1s"
+	srv.Inject(cloudtest.Fault{Route: cloudtest.RouteAll, Kind: cloudtest.FaultStatus, Status: 400, Message: upstream})
+	refused := newTestClient(t, "http://127.0.0.1:1", &recorder{}, func(cfg *Config) { cfg.APIKey = "1" })
+	answered := newTestClient(t, srv.URL(), &recorder{}, func(cfg *Config) { cfg.APIKey = "1" })
+	req := Request{Op: listOp, Method: "GET", Path: keysPath}
+	tests := []struct {
+		name string
+		c    *Client
+		want string
+	}{
+		{name: "transport error", c: refused, want: "127.0.0.1:1"},
+		{name: "provider message", c: answered, want: upstream},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.c.Do(context.Background(), req, nil)
+			if err == nil {
+				t.Fatal("Do succeeded, want an error")
+			}
+			if !strings.Contains(err.Error(), tt.want) || strings.Contains(err.Error(), secret.Redacted) {
+				t.Errorf("error %q: want %q intact and nothing redacted", err, tt.want)
+			}
+		})
+	}
+}
+
+// TestClient_logKeysOnce parses every line the client logs (request lines,
+// retry warnings, the ambiguous-create lookup) strictly: valid JSON with no
+// key twice at any level. A duplicate key (the provider name added by both
+// the daemon and the client, once) breaks log pipelines.
+func TestClient_logKeysOnce(t *testing.T) {
+	srv := newFake(t)
+	srv.Inject(cloudtest.Fault{Route: cloudtest.RouteGcoreList, Kind: cloudtest.FaultStatus, Status: 503, Count: 1})
+	srv.Inject(cloudtest.Fault{Route: cloudtest.RouteGcoreCreate, Kind: cloudtest.FaultCommitThenDrop, Count: 1})
+	var logs bytes.Buffer
+	// The logger as the daemon hands it over: its own keys, not "provider".
+	logger := slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})).With("component", "cloud")
+	c := newTestClient(t, srv.URL(), &recorder{}, func(cfg *Config) { cfg.Logger = logger })
+	ctx := context.Background()
+	list := func(ctx context.Context) (string, bool, error) {
+		var page struct {
+			Results []struct{ ID, Name string } `json:"results"`
+		}
+		err := c.Do(ctx, Request{Op: listOp, Method: "GET", Path: keysPath, Idempotent: true}, &page)
+		for _, k := range page.Results {
+			if k.Name == "once" {
+				return k.ID, true, nil
+			}
+		}
+		return "", false, err
+	}
+	if _, _, err := list(ctx); err != nil {
+		t.Fatalf("list: %v", err)
+	}
+	_, err := CreateOrFind(ctx, c, "once", func(ctx context.Context) (string, error) {
+		var k struct{ ID string }
+		err := c.Do(ctx, Request{Op: "create", Method: "POST", Path: keysPath, Body: map[string]string{"name": "once"}}, &k)
+		return k.ID, err
+	}, list)
+	if err != nil {
+		t.Fatalf("CreateOrFind: %v", err)
+	}
+	msgs := map[string]bool{}
+	for line := range bytes.Lines(logs.Bytes()) {
+		if err := strictJSON(line); err != nil {
+			t.Errorf("log line %s: %v", line, err)
+			continue
+		}
+		var m map[string]any
+		if err := json.Unmarshal(line, &m); err != nil {
+			t.Fatalf("log line %s: %v", line, err)
+		}
+		if m["provider"] != "test-prov" || m["component"] != "cloud" {
+			t.Errorf("log line %s: want provider test-prov and component cloud", line)
+		}
+		msgs[m["msg"].(string)] = true
+	}
+	for _, want := range []string{"provider request", "retrying provider request", "create outcome unknown; listing to look for the key",
+		"key found after an unknown create outcome"} {
+		if !msgs[want] {
+			t.Errorf("no %q line logged: the test did not cover it (got %v)", want, msgs)
+		}
+	}
+}
+
+// strictJSON checks that b is one JSON value in which no object has a key
+// twice; encoding/json would silently keep the last of two.
+func strictJSON(b []byte) error {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	if err := strictValue(dec); err != nil {
+		return err
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return fmt.Errorf("trailing data after the JSON value")
+	}
+	return nil
+}
+
+func strictValue(dec *json.Decoder) error {
+	tok, err := dec.Token()
+	if err != nil {
+		return err
+	}
+	switch tok {
+	case json.Delim('{'):
+		seen := map[string]bool{}
+		for dec.More() {
+			key, err := dec.Token()
+			if err != nil {
+				return err
+			}
+			k := key.(string)
+			if seen[k] {
+				return fmt.Errorf("key %q appears twice", k)
+			}
+			seen[k] = true
+			if err := strictValue(dec); err != nil {
+				return err
+			}
+		}
+		_, err = dec.Token() // '}'
+		return err
+	case json.Delim('['):
+		for dec.More() {
+			if err := strictValue(dec); err != nil {
+				return err
+			}
+		}
+		_, err = dec.Token() // ']'
+		return err
+	}
+	return nil
+}
+
+func TestStrictJSON(t *testing.T) {
+	for in, wantErr := range map[string]bool{
+		`{"a":1,"b":{"a":2}}`:             false,
+		`{"a":1,"a":2}`:                   true,
+		`{"a":[{"b":1,"b":2}]}`:           true,
+		`{"provider":"x","provider":"x"}`: true,
+		`{"a":1} {"b":2}`:                 true,
+		`{"a":`:                           true,
+	} {
+		if err := strictJSON([]byte(in)); (err != nil) != wantErr {
+			t.Errorf("strictJSON(%s) = %v, want error %v", in, err, wantErr)
 		}
 	}
 }
