@@ -935,6 +935,8 @@ func TestFault_Validate(t *testing.T) {
 		{"reply status out of range", Fault{Route: RouteAll, Kind: FaultReply, Status: 100}, "status 100"},
 		{"echo status out of range", Fault{Route: RouteAll, Kind: FaultEcho, Status: 200}, "status 200"},
 		{"body without reply", Fault{Route: RouteAll, Kind: FaultStatus, Status: 500, Body: "x"}, "body and header"},
+		{"relative path", Fault{Route: RouteAll, Kind: FaultDrop, Path: "cloud/v1/regions"}, `path "cloud/v1/regions"`},
+		{"size without huge", Fault{Route: RouteAll, Kind: FaultDrop, Size: 10}, "size 10"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

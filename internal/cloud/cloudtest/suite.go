@@ -46,10 +46,17 @@ const suiteTimeout = 30 * time.Second
 // subtest with its own Server.
 func RunProviderSuite(t *testing.T, kind string, newProvider ProviderFactory) {
 	t.Helper()
+	runChecks(t, "RunProviderSuite", kind, newProvider, suiteChecks)
+}
+
+// runChecks runs the checks that apply to kind, each as a parallel subtest
+// with its own suiteEnv.
+func runChecks(t *testing.T, suite, kind string, newProvider ProviderFactory, checks []suiteCheck) {
+	t.Helper()
 	if kind != "sesterce" && kind != "gcore" {
-		t.Fatalf("RunProviderSuite: kind %q: want sesterce or gcore", kind)
+		t.Fatalf("%s: kind %q: want sesterce or gcore", suite, kind)
 	}
-	for _, c := range suiteChecks {
+	for _, c := range checks {
 		if c.only != "" && c.only != kind {
 			continue
 		}

@@ -374,11 +374,14 @@ func TestParseError(t *testing.T) {
 }
 
 // TestClient_noLeak: neither the API key nor a generated private key shows
-// up in any error or debug log line, even when the server echoes the key.
+// up in any error or debug log line of any call, key or instance listing,
+// even when the server echoes the key.
 func TestClient_noLeak(t *testing.T) {
 	srv := newFake(t)
 	pub, _ := cloudtest.NewPublicKey(t)
 	srv.AddGcoreKey(proj, "old", pub)
+	srv.LaunchGcoreInstance(proj, 1, "vm", "old")
+	srv.LaunchGcoreInstance(proj, 2, "bm", "old", cloudtest.BareMetal())
 	var logs bytes.Buffer
 	logger := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	var errs []error
@@ -394,6 +397,8 @@ func TestClient_noLeak(t *testing.T) {
 			logger.Info("created", "key", created) // a careless caller
 		}
 		errs = append(errs, c.Delete(ctx, proj, "nope"))
+		_, err = c.ListInstances(ctx, proj, nil)
+		errs = append(errs, err)
 	}
 	wrong := secret.Secret("gc-wrong-token-555555")
 	for _, key := range []secret.Secret{apiKey, wrong} {
@@ -416,7 +421,7 @@ func TestClient_noLeak(t *testing.T) {
 	if cloudtest.AssertNoLeak(t, "gcore", errs, logs.String(), secrets...) == 0 {
 		t.Error("no error carried the redacted echo: the test did not exercise redaction")
 	}
-	if !strings.Contains(logs.String(), "route=/cloud/v1/ssh_keys/1234") {
+	if !strings.Contains(logs.String(), "route=/cloud/v1/ssh_keys/1234") || !strings.Contains(logs.String(), "route=/cloud/v1/bminstances/1234/2") {
 		t.Errorf("debug log has no request lines:\n%s", logs.String())
 	}
 }

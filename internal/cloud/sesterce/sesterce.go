@@ -1,5 +1,6 @@
 // Package sesterce is the cloud.Provider for Sesterce's GPU-cloud SSH-key
-// API (/gpu-cloud/ssh-keys): list, create, make default, delete.
+// API (/gpu-cloud/ssh-keys): list, create, make default, delete; and the
+// instance listing of the inventory (ListInstances, /gpu-cloud/instances).
 //
 // The API has no pagination, no fingerprint (it is computed locally from
 // the public key) and one quirk worth knowing: a 404 "API key not found" on
@@ -176,13 +177,7 @@ func (c *Client) key(ctx context.Context, d keyDTO) cloud.Key {
 	// A key the provider holds in a form we cannot parse is still listed
 	// (the report shows it); it simply has no fingerprint.
 	k.Fingerprint, _ = cloud.Fingerprint(d.PublicKey)
-	if d.CreatedAt != "" {
-		t, err := httpapi.ParseTime(d.CreatedAt)
-		if err != nil {
-			c.api.Logger().WarnContext(ctx, "key has an unreadable createdAt", "key_id", d.ID, "err", err)
-		}
-		k.CreatedAt = t
-	}
+	k.CreatedAt = c.api.Time(ctx, d.CreatedAt, "key createdAt", "key_id", d.ID)
 	return k
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strconv"
 	"strings"
@@ -133,14 +134,18 @@ func TestParseError(t *testing.T) {
 	}
 }
 
-// TestClient_noLeak runs calls that fail in every way an error can carry
-// text (auth failures, a server that echoes the key into its message and
-// request ID, timeouts) with debug logging on, and checks that the API key
-// appears in no log line and no error.
+// TestClient_noLeak runs every call, key and instance listing alike, and
+// has them fail in every way an error can carry text (auth failures, a
+// server that echoes the key into its message and request ID, timeouts)
+// with debug logging on, and checks that the API key appears in no log
+// line and no error.
 func TestClient_noLeak(t *testing.T) {
 	srv := newFake(t)
 	pub, _ := cloudtest.NewPublicKey(t)
-	srv.AddSesterceKey("old", pub, true)
+	old := srv.AddSesterceKey("old", pub, true)
+	for i := range 3 {
+		srv.LaunchSesterceInstance(fmt.Sprintf("gpu-%d", i), old.ID)
+	}
 	var logs bytes.Buffer
 	logger := slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	var errs []error
@@ -151,6 +156,8 @@ func TestClient_noLeak(t *testing.T) {
 		_, err = c.Create(ctx, 0, cloud.CreateRequest{Name: "k", PublicKey: pub})
 		errs = append(errs, err)
 		errs = append(errs, c.SetDefault(ctx, 0, "abc"), c.Delete(ctx, 0, "abc"))
+		_, err = c.ListInstances(ctx, 0, nil)
+		errs = append(errs, err)
 	}
 	wrong := secret.Secret("sk-wrong-key-987654321")
 	for _, key := range []secret.Secret{apiKey, wrong} {
@@ -165,7 +172,7 @@ func TestClient_noLeak(t *testing.T) {
 	if cloudtest.AssertNoLeak(t, "sesterce", errs, logs.String(), apiKey, wrong.Reveal()) == 0 {
 		t.Error("no error carried the redacted echo: the test did not exercise redaction")
 	}
-	if !strings.Contains(logs.String(), `"route":"/gpu-cloud/ssh-keys"`) {
+	if !strings.Contains(logs.String(), `"route":"/gpu-cloud/ssh-keys"`) || !strings.Contains(logs.String(), `"route":"/gpu-cloud/instances/`) {
 		t.Errorf("debug log has no request lines:\n%s", logs.String())
 	}
 }
