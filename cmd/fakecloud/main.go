@@ -20,14 +20,35 @@
 //	GET  /admin/faults          the fault rules in force
 //	POST /admin/faults          replace the rules with a JSON array of
 //	                            {"route","kind","rate","count","status",
-//	                            "message","retry_after","delay"}; [] clears
+//	                            "message","retry_after","delay","body",
+//	                            "header"}; [] clears. Kinds: status,
+//	                            rate_limit, drop, malformed, commit_then_drop,
+//	                            hang, huge, latency, reply (status, body and
+//	                            header verbatim), truncate, echo_credential
 //	POST /admin/release-hangs   let every request held by a "hang" rule proceed
 //	GET  /admin/requests        request counts per route
+//	GET  /admin/instances       every instance of both providers
+//	POST /admin/instances       launch one: {"provider": "gcore"|"sesterce",
+//	                            "name", "key_name" or "key_id", and
+//	                            gcore: "project", "region", optional
+//	                            "region_name", "bare_metal", "old_fields";
+//	                            sesterce: optional "user", "port"; both:
+//	                            optional "address", "status"}. A Gcore
+//	                            instance names its key (key_id is looked up
+//	                            among the project's keys); a Sesterce one
+//	                            is launched with a key id (key_name is
+//	                            looked up among the account's keys).
+//	                            Answers 201 with the instance.
+//	DELETE /admin/instances/{id} terminate it (Sesterce instances stay
+//	                            listed with status "deleted")
+//	POST /admin/regions         add or change a Gcore region:
+//	                            {"id", "name", "state"}
 //
 // SIGINT or SIGTERM stops it gracefully.
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -39,6 +60,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"slices"
 	"syscall"
 	"time"
 
@@ -93,17 +115,10 @@ func parseFlags(args []string, stderr io.Writer, getenv func(string) string) (co
 	if fs.NArg() > 0 {
 		return config{}, fmt.Errorf("unexpected arguments: %q", fs.Args())
 	}
-	c.sesterceKey = secret.Secret(cmpOr(sesterceKey, getenv("FAKECLOUD_SESTERCE_KEY")))
-	c.gcoreKey = secret.Secret(cmpOr(gcoreKey, getenv("FAKECLOUD_GCORE_KEY")))
+	c.sesterceKey = secret.Secret(cmp.Or(sesterceKey, getenv("FAKECLOUD_SESTERCE_KEY")))
+	c.gcoreKey = secret.Secret(cmp.Or(gcoreKey, getenv("FAKECLOUD_GCORE_KEY")))
 	c.unknownKey = secret.Secret(unknownKey)
 	return c, nil
-}
-
-func cmpOr(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
 }
 
 // faults turns the rate flags into rules. They are tried in this order, so
@@ -237,8 +252,147 @@ func newMux(fake *cloudtest.Server, log *slog.Logger) http.Handler {
 	mux.HandleFunc("GET /admin/faults-met", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, fake.FaultsMet())
 	})
+	mux.HandleFunc("GET /admin/instances", func(w http.ResponseWriter, _ *http.Request) {
+		v := instancesView{Gcore: fake.GcoreInstances(0), Sesterce: fake.SesterceInstances()}
+		if v.Gcore == nil {
+			v.Gcore = []cloudtest.GcoreInstance{}
+		}
+		if v.Sesterce == nil {
+			v.Sesterce = []cloudtest.SesterceInstance{}
+		}
+		writeJSON(w, http.StatusOK, v)
+	})
+	mux.HandleFunc("POST /admin/instances", func(w http.ResponseWriter, r *http.Request) {
+		var req launchRequest
+		if err := decodeStrict(w, r, &req); err != nil {
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "decode instance: " + err.Error()})
+			return
+		}
+		inst, err := req.launch(fake)
+		if err != nil {
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
+			return
+		}
+		log.Info("instance launched", "provider", req.Provider, "name", req.Name)
+		writeJSON(w, http.StatusCreated, inst)
+	})
+	mux.HandleFunc("DELETE /admin/instances/{id}", func(w http.ResponseWriter, r *http.Request) {
+		if !fake.TerminateInstance(r.PathValue("id")) {
+			writeJSON(w, http.StatusNotFound, map[string]string{"error": fmt.Sprintf("no running instance %q", r.PathValue("id"))})
+			return
+		}
+		log.Info("instance terminated", "instance_id", r.PathValue("id"))
+		w.WriteHeader(http.StatusNoContent)
+	})
+	mux.HandleFunc("POST /admin/regions", func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			ID    int64  `json:"id"`
+			Name  string `json:"name"`
+			State string `json:"state"`
+		}
+		if err := decodeStrict(w, r, &req); err != nil || req.ID < 1 || req.Name == "" {
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "want {\"id\" (>= 1), \"name\", \"state\"}"})
+			return
+		}
+		writeJSON(w, http.StatusOK, fake.AddGcoreRegion(req.ID, req.Name, cmp.Or(req.State, "ACTIVE")))
+	})
 	mux.Handle("/", fake)
 	return mux
+}
+
+// instancesView is the /admin/instances body.
+type instancesView struct {
+	Gcore    []cloudtest.GcoreInstance    `json:"gcore"`
+	Sesterce []cloudtest.SesterceInstance `json:"sesterce"`
+}
+
+// launchRequest is the POST /admin/instances body.
+type launchRequest struct {
+	Provider   string `json:"provider"`
+	Name       string `json:"name"`
+	KeyName    string `json:"key_name"`
+	KeyID      string `json:"key_id"`
+	Project    int64  `json:"project"`
+	Region     int64  `json:"region"`
+	RegionName string `json:"region_name"`
+	BareMetal  bool   `json:"bare_metal"`
+	OldFields  bool   `json:"old_fields"`
+	Address    string `json:"address"`
+	User       string `json:"user"`
+	Port       int    `json:"port"`
+	Status     string `json:"status"`
+}
+
+// launch checks the request, resolves the key and launches the instance.
+func (req launchRequest) launch(fake *cloudtest.Server) (any, error) {
+	if req.Name == "" {
+		return nil, errors.New("name is required")
+	}
+	var opts []cloudtest.InstanceOption
+	if req.Status != "" {
+		opts = append(opts, cloudtest.WithStatus(req.Status))
+	}
+	switch req.Provider {
+	case "gcore":
+		if req.Project < 1 || req.Region < 1 {
+			return nil, errors.New("gcore: project and region are required")
+		}
+		if req.User != "" || req.Port != 0 {
+			return nil, errors.New("gcore: user and port are not provider fields (Gcore does not report them)")
+		}
+		key := req.KeyName
+		if req.KeyID != "" {
+			i := slices.IndexFunc(fake.GcoreKeys(req.Project), func(k cloudtest.GcoreKey) bool { return k.ID == req.KeyID })
+			if i < 0 {
+				return nil, fmt.Errorf("gcore: project %d has no key %q", req.Project, req.KeyID)
+			}
+			key = fake.GcoreKeys(req.Project)[i].Name
+		}
+		if req.RegionName != "" {
+			opts = append(opts, cloudtest.InRegion(req.RegionName))
+		}
+		if req.BareMetal {
+			opts = append(opts, cloudtest.BareMetal())
+		}
+		if req.OldFields {
+			opts = append(opts, cloudtest.OldFieldNames())
+		}
+		if req.Address != "" {
+			opts = append(opts, cloudtest.WithAddresses(cloudtest.GcoreAddress{Network: "public", Addr: req.Address, Type: "floating"}))
+		}
+		return fake.LaunchGcoreInstance(req.Project, req.Region, req.Name, key, opts...), nil
+	case "sesterce":
+		if req.Project != 0 || req.Region != 0 || req.RegionName != "" || req.BareMetal || req.OldFields {
+			return nil, errors.New("sesterce: project, region, region_name, bare_metal and old_fields are Gcore fields")
+		}
+		keyID := req.KeyID
+		if keyID == "" && req.KeyName != "" {
+			var ids []string
+			for _, k := range fake.SesterceKeys() {
+				if k.Name == req.KeyName {
+					ids = append(ids, k.ID)
+				}
+			}
+			if len(ids) != 1 {
+				return nil, fmt.Errorf("sesterce: %d keys named %q, want exactly 1 (or give key_id)", len(ids), req.KeyName)
+			}
+			keyID = ids[0]
+		}
+		if req.Address != "" || req.User != "" || req.Port != 0 {
+			opts = append(opts, cloudtest.WithSSH(req.Address, cmp.Or(req.User, "ubuntu"), cmp.Or(req.Port, 22)))
+		}
+		return fake.LaunchSesterceInstance(req.Name, keyID, opts...), nil
+	default:
+		return nil, fmt.Errorf("provider %q: want gcore or sesterce", req.Provider)
+	}
+}
+
+// decodeStrict reads a JSON body of at most 1 MiB; unknown fields are
+// errors, so a typo is not silently ignored.
+func decodeStrict(w http.ResponseWriter, r *http.Request, v any) error {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20))
+	dec.DisallowUnknownFields()
+	return dec.Decode(v)
 }
 
 func nonNil(fs []cloudtest.Fault) []cloudtest.Fault {

@@ -255,3 +255,96 @@ func TestRun_InvalidRate(t *testing.T) {
 		t.Errorf("exit code %d for -error-rate 2, want 2", code)
 	}
 }
+
+func TestRun_AdminInstances(t *testing.T) {
+	url := start(t, nil)
+	sesterce := map[string]string{"x-api-key": "fake-sesterce-key"}
+	gcore := map[string]string{"Authorization": "APIKey fake-gcore-key"}
+
+	if code, body := do(t, "GET", url+"/admin/instances", nil, ""); code != 200 || strings.Join(strings.Fields(body), "") != `{"gcore":[],"sesterce":[]}` {
+		t.Errorf("empty instances view: %d %s", code, body)
+	}
+	code, body := do(t, "POST", url+"/gpu-cloud/ssh-keys", sesterce, fmt.Sprintf(`{"name":"team","publicKey":%q}`, testPub))
+	if code != 201 {
+		t.Fatalf("create sesterce key: %d %s", code, body)
+	}
+	var key struct {
+		ID string `json:"_id"`
+	}
+	_ = json.Unmarshal([]byte(body), &key)
+
+	launch := func(req string) (int, map[string]any) {
+		t.Helper()
+		code, body := do(t, "POST", url+"/admin/instances", nil, req)
+		var v map[string]any
+		_ = json.Unmarshal([]byte(body), &v)
+		return code, v
+	}
+	code, s1 := launch(`{"provider":"sesterce","name":"s1","key_name":"team","address":"203.0.113.9","user":"root","port":2222}`)
+	if code != 201 || s1["key_id"] != key.ID || s1["ip"] != "203.0.113.9" || s1["user"] != "root" || s1["port"] != 2222.0 {
+		t.Fatalf("launch sesterce by key name: %d %v, want key %s resolved and the ssh fields", code, s1, key.ID)
+	}
+	code, g1 := launch(`{"provider":"gcore","project":12,"region":76,"region_name":"Luxembourg","name":"g1","key_name":"gpu-key","address":"198.51.100.7"}`)
+	if code != 201 || g1["key_name"] != "gpu-key" || g1["region_id"] != 76.0 {
+		t.Fatalf("launch gcore: %d %v", code, g1)
+	}
+	if code, g2 := launch(`{"provider":"gcore","project":12,"region":77,"name":"g2","key_name":"gpu-key","bare_metal":true,"old_fields":true}`); code != 201 || g2["kind"] != "baremetal" {
+		t.Fatalf("launch gcore bare metal: %d %v", code, g2)
+	}
+
+	// The provider APIs serve what the admin API launched.
+	if code, body := do(t, "GET", url+"/gpu-cloud/instances/"+s1["id"].(string), sesterce, ""); code != 200 ||
+		!strings.Contains(body, `"sshKey":{"_id":"`+key.ID) || !strings.Contains(body, `"sshPort":2222`) {
+		t.Errorf("sesterce detail: %d %s, want the launch key and port", code, body)
+	}
+	if code, body := do(t, "GET", url+"/cloud/v1/instances/12/76", gcore, ""); code != 200 ||
+		!strings.Contains(body, `"ssh_key_name":"gpu-key"`) || !strings.Contains(body, `"addr":"198.51.100.7","type":"floating"`) {
+		t.Errorf("gcore instances: %d %s", code, body)
+	}
+	if code, body := do(t, "GET", url+"/cloud/v1/bminstances/12/77", gcore, ""); code != 200 || !strings.Contains(body, `"keypair_name":"gpu-key"`) {
+		t.Errorf("gcore bare metal in old field names: %d %s", code, body)
+	}
+	if code, body := do(t, "GET", url+"/cloud/v1/regions", gcore, ""); code != 200 || !strings.Contains(body, `"display_name":"Luxembourg"`) {
+		t.Errorf("regions: %d %s", code, body)
+	}
+
+	for _, bad := range []string{
+		`{"provider":"aws","name":"x"}`,
+		`{"provider":"gcore","name":"x","project":1}`,
+		`{"provider":"gcore","name":"x","project":1,"region":1,"key_id":"nope"}`,
+		`{"provider":"gcore","name":"x","project":1,"region":1,"user":"root"}`,
+		`{"provider":"sesterce","name":"x","key_name":"no-such-key"}`,
+		`{"provider":"sesterce","name":"x","region":3}`,
+		`{"provider":"sesterce","key_id":"k"}`,
+		`{"provider":"sesterce","name":"x","typo":1}`,
+	} {
+		if code, body := do(t, "POST", url+"/admin/instances", nil, bad); code != 400 || !strings.Contains(body, "error") {
+			t.Errorf("launch %s: %d %s, want 400 with an error", bad, code, body)
+		}
+	}
+
+	if code, body := do(t, "DELETE", url+"/admin/instances/"+g1["id"].(string), nil, ""); code != 204 {
+		t.Errorf("terminate g1: %d %s", code, body)
+	}
+	if code, body := do(t, "DELETE", url+"/admin/instances/"+g1["id"].(string), nil, ""); code != 404 {
+		t.Errorf("terminate g1 again: %d %s, want 404", code, body)
+	}
+	if code, body := do(t, "DELETE", url+"/admin/instances/"+s1["id"].(string), nil, ""); code != 204 {
+		t.Errorf("terminate s1: %d %s", code, body)
+	}
+	code, body = do(t, "GET", url+"/admin/instances", nil, "")
+	var view struct {
+		Gcore    []struct{ Name string } `json:"gcore"`
+		Sesterce []struct{ Status string }
+	}
+	if err := json.Unmarshal([]byte(body), &view); code != 200 || err != nil || len(view.Gcore) != 1 || view.Gcore[0].Name != "g2" ||
+		len(view.Sesterce) != 1 || view.Sesterce[0].Status != "deleted" {
+		t.Errorf("instances after terminating g1 and s1: %d %s, want g2, and s1 deleted", code, body)
+	}
+	if code, body := do(t, "POST", url+"/admin/regions", nil, `{"id":80,"name":"Old","state":"INACTIVE"}`); code != 200 || !strings.Contains(body, "INACTIVE") {
+		t.Errorf("add region: %d %s", code, body)
+	}
+	if code, body := do(t, "POST", url+"/admin/regions", nil, `{"name":"no id"}`); code != 400 {
+		t.Errorf("add region without id: %d %s, want 400", code, body)
+	}
+}

@@ -1,7 +1,7 @@
 // Package cloud defines what rotatord needs from a GPU cloud's SSH-key API:
-// the Provider interface, the Key it returns, and one typed error that
-// classifies every failure so the rotation engine can decide between retry,
-// fail fast and "already gone".
+// the Provider interface, the Key it returns, the Instance an inventory
+// lists, and one typed error that classifies every failure so the rotation
+// engine can decide between retry, fail fast and "already gone".
 //
 // Implementations live in their own packages (cloud/sesterce, cloud/gcore)
 // and are tested against the contract fake in cloud/cloudtest.

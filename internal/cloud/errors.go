@@ -29,7 +29,8 @@ var (
 // Error is a failed provider call. It never holds credentials.
 type Error struct {
 	Provider   string        // provider name from the config
-	Op         string        // "list", "create", "set default", "delete"
+	Op         string        // "list", "create", "set default", "delete", "list instances", ...
+	Subject    string        // what the call was about, when one part of a listing failed: "region 76", "instance 65f..."
 	Status     int           // HTTP status; 0 when no response arrived
 	Message    string        // the provider's own message, when it sent one
 	RequestID  string        // the provider's request ID, when it sent one
@@ -40,6 +41,9 @@ type Error struct {
 
 func (e *Error) Error() string {
 	msg := fmt.Sprintf("%s: %s", e.Provider, e.Op)
+	if e.Subject != "" {
+		msg += fmt.Sprintf(" (%s)", e.Subject)
+	}
 	if e.Status != 0 {
 		msg += fmt.Sprintf(": HTTP %d", e.Status)
 	}

@@ -195,15 +195,14 @@ func transportDetail(err error) string {
 	return err.Error()
 }
 
-// redact removes every listed value from s and caps its length. Values
-// shorter than 6 characters are left alone: they cannot be credentials and
-// replacing them would garble the message.
+// redact removes every listed value from s by secret.Scrub's rule (values
+// shorter than secret.MinScrubLen are left alone) and caps its length.
 func redact(s string, values []string) string {
-	for _, v := range values {
-		if len(v) >= 6 {
-			s = strings.ReplaceAll(s, v, secret.Redacted)
-		}
+	secrets := make([]secret.Secret, len(values))
+	for i, v := range values {
+		secrets[i] = secret.Secret(v)
 	}
+	s = secret.Scrub(s, secrets...)
 	if len(s) > maxDetail {
 		s = s[:maxDetail] + "..."
 	}

@@ -48,15 +48,32 @@ const (
 	FaultHuge FaultKind = "huge"
 	// FaultLatency waits Fault.Delay, then serves the request normally.
 	FaultLatency FaultKind = "latency"
+	// FaultReply answers Fault.Status with Fault.Body and Fault.Header
+	// verbatim, without reaching the API: for the answers a server or a
+	// proxy may give that the fake never gives on its own (a 204 where the
+	// fake sends 200, an error body without a request ID, a redirect, a
+	// page whose count lies, an HTML error page). Content-Type defaults to
+	// application/json.
+	FaultReply FaultKind = "reply"
+	// FaultTruncate performs the operation, then announces the full body's
+	// Content-Length but sends only its first half before the connection
+	// closes: a response cut short in transit.
+	FaultTruncate FaultKind = "truncate"
+	// FaultEcho answers Fault.Status (401 when unset) with the provider's
+	// error body whose message and request ID (body and X-Request-ID)
+	// repeat the credential the request carried, as some servers echo the
+	// key they rejected. Leak tests use it to prove a client redacts.
+	FaultEcho FaultKind = "echo_credential"
 )
 
-// HugeBodySize is the size of a FaultHuge body: 10 MiB, beyond any sane
-// response limit for a list of SSH keys.
+// HugeBodySize is the default size of a FaultHuge body: 10 MiB, beyond
+// any sane response limit for a list of SSH keys. Fault.Size overrides it.
 const HugeBodySize = 10 << 20
 
 var faultKinds = []FaultKind{
 	FaultStatus, FaultRateLimit, FaultDrop, FaultMalformed,
 	FaultCommitThenDrop, FaultHang, FaultHuge, FaultLatency,
+	FaultReply, FaultTruncate, FaultEcho,
 }
 
 // Fault is one fault injection rule.
@@ -68,32 +85,41 @@ var faultKinds = []FaultKind{
 // With both set, the rule fires with probability Rate until it has fired
 // Count times.
 type Fault struct {
-	Route      string        // a Route constant, or RouteAll
-	Kind       FaultKind     // how to answer
-	Rate       float64       // 0..1; 0 means every matching request
-	Count      int           // firings left; 0 means unlimited
-	Status     int           // FaultStatus: the HTTP status, 400..599
-	Message    string        // FaultStatus, FaultRateLimit: the body's message (status text when empty)
-	RetryAfter time.Duration // FaultRateLimit, FaultStatus: the Retry-After header
-	Delay      time.Duration // FaultLatency: the extra delay
+	Route      string            // a Route constant, or RouteAll
+	Path       string            // when set, only requests to exactly this URL path (one region, one instance)
+	Kind       FaultKind         // how to answer
+	Rate       float64           // 0..1; 0 means every matching request
+	Count      int               // firings left; 0 means unlimited
+	Status     int               // FaultStatus, FaultEcho: 400..599; FaultReply: 200..599
+	Message    string            // FaultStatus, FaultRateLimit, FaultEcho: the body's message (status text when empty)
+	RetryAfter time.Duration     // FaultRateLimit, FaultStatus: the Retry-After header
+	Delay      time.Duration     // FaultLatency: the extra delay
+	Body       string            // FaultReply: the response body, sent as is
+	Header     map[string]string // FaultReply: response headers
+	Size       int               // FaultHuge: the body size in bytes (HugeBodySize when 0)
 }
 
 // faultJSON is Fault on the wire (cmd/fakecloud /admin/faults), with
 // durations as Go duration strings ("1s", "250ms").
 type faultJSON struct {
-	Route      string    `json:"route"`
-	Kind       FaultKind `json:"kind"`
-	Rate       float64   `json:"rate,omitempty"`
-	Count      int       `json:"count,omitempty"`
-	Status     int       `json:"status,omitempty"`
-	Message    string    `json:"message,omitempty"`
-	RetryAfter string    `json:"retry_after,omitempty"`
-	Delay      string    `json:"delay,omitempty"`
+	Route      string            `json:"route"`
+	Path       string            `json:"path,omitempty"`
+	Kind       FaultKind         `json:"kind"`
+	Rate       float64           `json:"rate,omitempty"`
+	Count      int               `json:"count,omitempty"`
+	Status     int               `json:"status,omitempty"`
+	Message    string            `json:"message,omitempty"`
+	RetryAfter string            `json:"retry_after,omitempty"`
+	Delay      string            `json:"delay,omitempty"`
+	Body       string            `json:"body,omitempty"`
+	Header     map[string]string `json:"header,omitempty"`
+	Size       int               `json:"size,omitempty"`
 }
 
 // MarshalJSON encodes durations as strings such as "1s".
 func (f Fault) MarshalJSON() ([]byte, error) {
-	j := faultJSON{Route: f.Route, Kind: f.Kind, Rate: f.Rate, Count: f.Count, Status: f.Status, Message: f.Message}
+	j := faultJSON{Route: f.Route, Path: f.Path, Kind: f.Kind, Rate: f.Rate, Count: f.Count, Status: f.Status,
+		Message: f.Message, Body: f.Body, Header: f.Header, Size: f.Size}
 	if f.RetryAfter != 0 {
 		j.RetryAfter = f.RetryAfter.String()
 	}
@@ -112,7 +138,8 @@ func (f *Fault) UnmarshalJSON(b []byte) error {
 	if err := dec.Decode(&j); err != nil {
 		return fmt.Errorf("decode fault: %w", err)
 	}
-	*f = Fault{Route: j.Route, Kind: j.Kind, Rate: j.Rate, Count: j.Count, Status: j.Status, Message: j.Message}
+	*f = Fault{Route: j.Route, Path: j.Path, Kind: j.Kind, Rate: j.Rate, Count: j.Count, Status: j.Status,
+		Message: j.Message, Body: j.Body, Header: j.Header, Size: j.Size}
 	var err error
 	if j.RetryAfter != "" {
 		if f.RetryAfter, err = time.ParseDuration(j.RetryAfter); err != nil {
@@ -142,8 +169,22 @@ func (f Fault) Validate() error {
 	if f.Count < 0 {
 		errs = append(errs, fmt.Errorf("count %d: want >= 0", f.Count))
 	}
-	if f.Kind == FaultStatus && (f.Status < 400 || f.Status > 599) {
+	if f.Path != "" && !strings.HasPrefix(f.Path, "/") {
+		errs = append(errs, fmt.Errorf("path %q: want an absolute URL path", f.Path))
+	}
+	if f.Size < 0 || (f.Size > 0 && f.Kind != FaultHuge) {
+		errs = append(errs, fmt.Errorf("size %d: want a positive size with kind %q only", f.Size, FaultHuge))
+	}
+	switch {
+	case f.Kind == FaultStatus && (f.Status < 400 || f.Status > 599):
 		errs = append(errs, fmt.Errorf("status %d: want 400..599", f.Status))
+	case f.Kind == FaultEcho && f.Status != 0 && (f.Status < 400 || f.Status > 599):
+		errs = append(errs, fmt.Errorf("status %d: want 400..599", f.Status))
+	case f.Kind == FaultReply && (f.Status < 200 || f.Status > 599):
+		errs = append(errs, fmt.Errorf("status %d: want 200..599", f.Status))
+	}
+	if (f.Body != "" || len(f.Header) > 0) && f.Kind != FaultReply {
+		errs = append(errs, fmt.Errorf("body and header go with kind %q only", FaultReply))
 	}
 	if f.RetryAfter < 0 || f.Delay < 0 {
 		errs = append(errs, errors.New("retry_after and delay must not be negative"))
@@ -222,14 +263,14 @@ func newRNG(seed uint64) rngSource {
 	return rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
 }
 
-// pickFault returns the rule that fires for a request on route, and
-// consumes one of its counts.
-func (s *Server) pickFault(route string) (Fault, bool) {
+// pickFault returns the rule that fires for a request to path on route,
+// and consumes one of its counts.
+func (s *Server) pickFault(route, path string) (Fault, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for i := range s.faults {
 		f := &s.faults[i]
-		if f.Route != RouteAll && f.Route != route {
+		if (f.Route != RouteAll && f.Route != route) || (f.Path != "" && f.Path != path) {
 			continue
 		}
 		if f.Rate > 0 && f.Rate < 1 && s.rng.Float64() >= f.Rate {
@@ -298,8 +339,45 @@ func (s *Server) apply(f Fault, route string, h http.HandlerFunc, w http.Respons
 		w.WriteHeader(status)
 		_, _ = w.Write(body)
 	case FaultHuge:
-		writeHuge(w, r, route)
+		writeHuge(w, r, route, cmpOr(f.Size, HugeBodySize))
+	case FaultReply:
+		w.Header().Set("Content-Type", "application/json; charset=utf-8")
+		for k, v := range f.Header {
+			w.Header().Set(k, v)
+		}
+		w.WriteHeader(f.Status)
+		_, _ = io.WriteString(w, f.Body)
+	case FaultTruncate:
+		rec := recorderFor(w)
+		h(rec, r)
+		body := rec.Body.Bytes()
+		if len(body) < 2 {
+			body = []byte(`{}`)
+		}
+		for k, v := range rec.Header() {
+			w.Header()[k] = v
+		}
+		// net/http closes the connection when a handler writes less than
+		// the Content-Length it announced.
+		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+		w.WriteHeader(cmpOr(rec.Code, http.StatusOK))
+		_, _ = w.Write(body[:len(body)/2])
+	case FaultEcho:
+		credential := requestCredential(r)
+		w.Header().Set("X-Request-ID", "req-"+credential)
+		msg := cmpOr(f.Message, "API key") + " " + credential + " is invalid"
+		s.providerError(w, r, route, cmpOr(f.Status, http.StatusUnauthorized), msg)
 	}
+}
+
+// requestCredential returns the API key a request carried, in either
+// provider's header.
+func requestCredential(r *http.Request) string {
+	if k := r.Header.Get("x-api-key"); k != "" {
+		return k
+	}
+	_, token, _ := strings.Cut(r.Header.Get("Authorization"), " ")
+	return token
 }
 
 func cmpOr[T comparable](v, fallback T) T {
@@ -357,12 +435,12 @@ func (s *Server) hang(ctx context.Context) bool {
 	}
 }
 
-// writeHuge streams a valid JSON body of HugeBodySize bytes shaped like the
-// route's response (an array for the Sesterce list, an object otherwise),
+// writeHuge streams a valid JSON body of size bytes shaped like the
+// route's response (an array for the Sesterce lists, an object otherwise),
 // so only a size limit can stop a client from accepting it.
-func writeHuge(w http.ResponseWriter, r *http.Request, route string) {
+func writeHuge(w http.ResponseWriter, r *http.Request, route string, size int) {
 	open, closing := `{"padding":"`, `"}`
-	if route == RouteSesterceList {
+	if route == RouteSesterceList || route == RouteSesterceInstances {
 		open, closing = `[{"padding":"`, `"}]`
 	}
 	status := http.StatusOK
@@ -375,7 +453,7 @@ func writeHuge(w http.ResponseWriter, r *http.Request, route string) {
 		return
 	}
 	chunk := []byte(strings.Repeat("a", 64<<10))
-	for left := HugeBodySize - len(open) - len(closing); left > 0; left -= len(chunk) {
+	for left := size - len(open) - len(closing); left > 0; left -= len(chunk) {
 		if _, err := w.Write(chunk[:min(left, len(chunk))]); err != nil {
 			return // the client stopped reading, as it should
 		}

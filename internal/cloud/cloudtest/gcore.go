@@ -134,31 +134,11 @@ func (s *Server) gcoreList(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	q := r.URL.Query()
-	limit, offset := gcoreDefaultLimit, 0
-	if v := q.Get("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > gcoreMaxLimit {
-			gcoreError(w, http.StatusBadRequest, fmt.Sprintf("limit: Ensure this value is between 1 and %d.", gcoreMaxLimit))
-			return
-		}
-		limit = n
+	limit, offset, ok := gcorePaging(w, r, gcoreDefaultLimit)
+	if !ok {
+		return
 	}
-	if v := q.Get("offset"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 0 {
-			gcoreError(w, http.StatusBadRequest, "offset: Ensure this value is greater than or equal to 0.")
-			return
-		}
-		offset = n
-	}
-	keys := s.GcoreKeys(project)
-	page := keys[min(offset, len(keys)):min(offset+limit, len(keys))]
-	results := make([]any, 0, len(page))
-	for _, k := range page {
-		results = append(results, s.withExtras(toGcoreDTO(k)))
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"count": len(keys), "results": results})
+	writeGcorePage(w, s.GcoreKeys(project), limit, offset, func(k GcoreKey) any { return s.withExtras(toGcoreDTO(k)) })
 }
 
 func (s *Server) gcoreCreate(w http.ResponseWriter, r *http.Request) {

@@ -1,5 +1,6 @@
 // Package cloudtest is the contract fake of the Sesterce and Gcore SSH-key
-// APIs and the conformance suite every cloud.Provider implementation passes.
+// and instance APIs and the conformance suites every provider client
+// passes.
 //
 // Server is an in-memory HTTP server that answers both APIs on one listener,
 // the way DESIGN.md §4 and the providers' references describe them: the same
@@ -7,17 +8,25 @@
 // it directly, and inject faults (errors, rate limits, dropped connections,
 // truncated or huge bodies, hangs, commits whose response is lost) per route
 // to prove that a client retries what is safe to retry and never creates a
-// key twice. cmd/fakecloud serves the same Server for demos.
+// key twice. It also holds instances (Gcore regions, instances and
+// bare-metal servers per project and region, in either field generation;
+// Sesterce instances with their launch key), launched and terminated with
+// LaunchGcoreInstance, LaunchSesterceInstance and TerminateInstance, behind
+// the same auth and fault injection. cmd/fakecloud serves the same Server
+// for demos.
 //
 // RunProviderSuite runs the shared contract checks against a client built by
-// a factory, so the Sesterce and Gcore clients are held to the same promises.
+// a factory, so the Sesterce and Gcore clients are held to the same promises;
+// RunInstanceSuite does the same for their instance listings.
 package cloudtest
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"log/slog"
 	"maps"
 	"net/http"
@@ -44,6 +53,13 @@ const (
 	RouteGcorePatch  = "PATCH /cloud/v1/ssh_keys/{project_id}/{id}"
 	RouteGcoreDelete = "DELETE /cloud/v1/ssh_keys/{project_id}/{id}"
 
+	// Instance inventory (DESIGN.md §9.1, reference/instances.md).
+	RouteSesterceInstances = "GET /gpu-cloud/instances"
+	RouteSesterceInstance  = "GET /gpu-cloud/instances/{id}"
+	RouteGcoreRegions      = "GET /cloud/v1/regions"
+	RouteGcoreInstances    = "GET /cloud/v1/instances/{project_id}/{region_id}"
+	RouteGcoreBareMetal    = "GET /cloud/v1/bminstances/{project_id}/{region_id}"
+
 	// RouteAll matches every route in Fault.Route and counts every request
 	// in Requests.
 	RouteAll = "*"
@@ -53,6 +69,8 @@ const (
 var Routes = []string{
 	RouteSesterceList, RouteSesterceCreate, RouteSesterceMakeDefault, RouteSesterceDelete,
 	RouteGcoreList, RouteGcoreCreate, RouteGcoreGet, RouteGcorePatch, RouteGcoreDelete,
+	RouteSesterceInstances, RouteSesterceInstance,
+	RouteGcoreRegions, RouteGcoreInstances, RouteGcoreBareMetal,
 }
 
 // Default API keys, used when Options leaves them empty, so a fake started
@@ -90,24 +108,41 @@ type Options struct {
 	// with the same requests in the same order injects the same faults.
 	// Zero picks a random seed.
 	Seed uint64
-	// ExtraKeyFields are added to every key object of both APIs, to prove
-	// that clients tolerate fields they do not know. Sesterce keys always
-	// carry "user" and "__v" as the real API does.
+	// ExtraKeyFields are added to every key and instance object of both
+	// APIs, to prove that clients tolerate fields they do not know.
+	// Sesterce keys always carry "user" and "__v" as the real API does.
 	ExtraKeyFields map[string]any
+	// GcoreOldInstanceFields serves every Gcore instance with the field
+	// names Gcore used before 2025 (instance_id, instance_name,
+	// instance_created, keypair_name); OldFieldNames does it for one.
+	GcoreOldInstanceFields bool
+	// SesterceInstancesEnvelope, when set ("instances" or "data"), wraps
+	// the Sesterce instance list as {<envelope>: [...]} instead of sending
+	// a bare array: third-party clients accept both, so real answers may
+	// come either way.
+	SesterceInstancesEnvelope string
 }
 
 // Request is one request the fake received, for tests that check retries,
-// their spacing, and headers.
+// their spacing, headers and bodies.
 type Request struct {
-	Route     string    // matched route, "" when no route matched
-	Method    string    // HTTP method
-	Path      string    // URL path
-	Query     string    // raw query
-	UserAgent string    // User-Agent header
+	Route     string // matched route, "" when no route matched
+	Method    string // HTTP method
+	Path      string // URL path
+	Query     string // raw query
+	UserAgent string // User-Agent header
+	// Header holds the request headers with the credential headers
+	// (x-api-key, Authorization) replaced by secret.Redacted, so a test
+	// that prints a request cannot leak its key.
+	Header    http.Header
+	Body      string    // the first requestLogBody bytes of the body
 	RequestID string    // the X-Request-ID the fake answered with
 	Time      time.Time // arrival, real clock
 	Fault     FaultKind // the fault injected, "" when none
 }
+
+// requestLogBody bounds the body each RequestLog entry keeps.
+const requestLogBody = 4 << 10
 
 // Server is the contract fake of both APIs. It is safe for concurrent use.
 type Server struct {
@@ -117,10 +152,14 @@ type Server struct {
 	now  func() time.Time
 	user string // the Sesterce account's user id, echoed in every key
 
-	mu       sync.Mutex
-	sesterce []SesterceKey
-	gcore    map[int64][]GcoreKey
-	counts   map[string]int
+	mu                sync.Mutex
+	sesterce          []SesterceKey
+	gcore             map[int64][]GcoreKey
+	regions           []GcoreRegion
+	gcoreInstances    []GcoreInstance
+	sesterceInstances []SesterceInstance
+	addrSeq           uint32 // numbers generated instance addresses
+	counts            map[string]int
 	// faultCounts counts the requests each fault kind answered.
 	faultCounts map[FaultKind]int
 	reqLog      []Request
@@ -170,6 +209,11 @@ func New(opts Options) *Server {
 		RouteGcoreGet:            s.gcoreGet,
 		RouteGcorePatch:          s.gcorePatch,
 		RouteGcoreDelete:         s.gcoreDelete,
+		RouteSesterceInstances:   s.sesterceInstanceList,
+		RouteSesterceInstance:    s.sesterceInstanceGet,
+		RouteGcoreRegions:        s.gcoreRegionList,
+		RouteGcoreInstances:      s.gcoreInstanceList(KindInstance),
+		RouteGcoreBareMetal:      s.gcoreInstanceList(KindBareMetal),
 	}
 	for _, route := range Routes {
 		s.mux.Handle(route, s.route(route, handlers[route]))
@@ -222,7 +266,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (s *Server) route(route string, h http.HandlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		reqID := w.Header().Get("X-Request-ID")
-		f, fired := s.pickFault(route)
+		f, fired := s.pickFault(route, r.URL.Path)
 		kind := FaultKind("")
 		if fired {
 			kind = f.Kind
@@ -242,6 +286,19 @@ func (s *Server) route(route string, h http.HandlerFunc) http.Handler {
 }
 
 func (s *Server) record(route string, r *http.Request, reqID string, kind FaultKind) {
+	var body []byte
+	if r.Body != nil && r.Body != http.NoBody {
+		// Read the body once and put it back for the handler; the cap is
+		// the one the handlers apply, so nothing they would read is lost.
+		body, _ = io.ReadAll(io.LimitReader(r.Body, maxRequestBody+1))
+		r.Body = io.NopCloser(bytes.NewReader(body))
+	}
+	header := r.Header.Clone()
+	for _, h := range []string{"X-Api-Key", "Authorization"} {
+		if header.Get(h) != "" {
+			header.Set(h, secret.Redacted)
+		}
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.counts[route]++
@@ -258,6 +315,8 @@ func (s *Server) record(route string, r *http.Request, reqID string, kind FaultK
 		Path:      r.URL.Path,
 		Query:     r.URL.RawQuery,
 		UserAgent: r.UserAgent(),
+		Header:    header,
+		Body:      string(body[:min(len(body), requestLogBody)]),
 		RequestID: reqID,
 		Time:      time.Now(),
 		Fault:     kind,

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"reflect"
 	"regexp"
 	"strings"
 	"sync"
@@ -14,6 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/rotatord/rotatord/internal/secret"
 )
 
 const (
@@ -101,7 +104,7 @@ func truncate(b []byte) string {
 
 func testPublicKey(t *testing.T) (line string, pk ssh.PublicKey) {
 	t.Helper()
-	line, _ = newPublicKey(t)
+	line, _ = NewPublicKey(t)
 	pk, _, _, _, err := ssh.ParseAuthorizedKey([]byte(line))
 	if err != nil {
 		t.Fatal(err)
@@ -570,6 +573,20 @@ func TestServer_Requests(t *testing.T) {
 	if len(log) != 3 || log[0].UserAgent != "rotatord/test" || log[2].Path != "/cloud/v1/ssh_keys/1" || log[2].Route != RouteGcoreList {
 		t.Errorf("RequestLog = %+v", log)
 	}
+	mustCall(t, s, "POST", "/cloud/v1/ssh_keys/1", gcoreAuth, `{"name":"logged"}`)
+	last := s.RequestLog()[3]
+	if last.Body != `{"name":"logged"}` {
+		t.Errorf("logged body %q, want the request body", last.Body)
+	}
+	if got := last.Header.Get("Authorization"); got != secret.Redacted {
+		t.Errorf("logged Authorization %q, want it redacted", got)
+	}
+	if got := log[0].Header.Get("X-Api-Key"); got != secret.Redacted {
+		t.Errorf("logged x-api-key %q, want it redacted", got)
+	}
+	if len(s.GcoreKeys(1)) != 1 {
+		t.Error("the handler did not see the body the request log read")
+	}
 }
 
 func TestServer_ExtraKeyFields(t *testing.T) {
@@ -698,6 +715,63 @@ func TestServer_Inject(t *testing.T) {
 			if path == "/gpu-cloud/ssh-keys" && b[0] != '[' {
 				t.Errorf("Sesterce list body starts %q, want an array", b[:1])
 			}
+		}
+	})
+
+	t.Run("reply", func(t *testing.T) {
+		s := newTestServer(t)
+		s.Inject(Fault{Route: RouteGcoreDelete, Kind: FaultReply, Status: 302, Count: 1,
+			Header: map[string]string{"Location": "http://elsewhere.invalid/"}})
+		s.Inject(Fault{Route: RouteSesterceList, Kind: FaultReply, Status: 502, Count: 1,
+			Body: "<html>Bad gateway</html>", Header: map[string]string{"Content-Type": "text/html"}})
+		k := s.AddGcoreKey(1, "kept", pub)
+		hc := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+		req, _ := http.NewRequestWithContext(t.Context(), "DELETE", s.URL()+"/cloud/v1/ssh_keys/1/"+k.ID, nil)
+		req.Header.Set("Authorization", "APIKey "+testGcoreKey)
+		resp, err := hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 302 || resp.Header.Get("Location") != "http://elsewhere.invalid/" {
+			t.Errorf("reply: %d Location %q, want 302 to elsewhere", resp.StatusCode, resp.Header.Get("Location"))
+		}
+		if len(s.GcoreKeys(1)) != 1 {
+			t.Error("a reply fault reached the API: the key was deleted")
+		}
+		resp, b := mustCall(t, s, "GET", "/gpu-cloud/ssh-keys", sesterceAuth, "")
+		if resp.StatusCode != 502 || string(b) != "<html>Bad gateway</html>" || resp.Header.Get("Content-Type") != "text/html" {
+			t.Errorf("reply: %d %q %q, want the body and content type verbatim", resp.StatusCode, b, resp.Header.Get("Content-Type"))
+		}
+	})
+
+	t.Run("truncate", func(t *testing.T) {
+		s := newTestServer(t)
+		s.Inject(Fault{Route: RouteSesterceCreate, Kind: FaultTruncate, Count: 1})
+		resp, b, err := call(t, s, "POST", "/gpu-cloud/ssh-keys", sesterceAuth, sesterceCreate)
+		if err == nil {
+			t.Fatalf("truncated response read without error: %d %q", resp.StatusCode, b)
+		}
+		if !errors.Is(err, io.ErrUnexpectedEOF) {
+			t.Errorf("truncated response: %v, want an unexpected EOF", err)
+		}
+		if n := len(s.SesterceKeys()); n != 1 {
+			t.Errorf("a truncated create stored %d keys, want 1 (it commits)", n)
+		}
+	})
+
+	t.Run("echo credential", func(t *testing.T) {
+		s := newTestServer(t)
+		s.Inject(Fault{Route: RouteAll, Kind: FaultEcho})
+		resp, b := mustCall(t, s, "GET", "/cloud/v1/ssh_keys/1", gcoreAuth, "")
+		got := decode[gcoreErrBody](t, b)
+		if resp.StatusCode != 401 || !strings.Contains(got.Message, testGcoreKey) || !strings.Contains(got.RequestID, testGcoreKey) ||
+			!strings.Contains(resp.Header.Get("X-Request-ID"), testGcoreKey) {
+			t.Errorf("gcore echo: %d %s (X-Request-ID %q), want 401 repeating the key in message and request ID", resp.StatusCode, b, resp.Header.Get("X-Request-ID"))
+		}
+		resp, b = mustCall(t, s, "GET", "/gpu-cloud/ssh-keys", sesterceAuth, "")
+		if resp.StatusCode != 401 || !strings.Contains(string(b), testSesterceKey) {
+			t.Errorf("sesterce echo: %d %s, want 401 repeating the key", resp.StatusCode, b)
 		}
 	})
 
@@ -857,6 +931,12 @@ func TestFault_Validate(t *testing.T) {
 		{"status out of range", Fault{Route: RouteAll, Kind: FaultStatus, Status: 200}, "status 200"},
 		{"rate out of range", Fault{Route: RouteAll, Kind: FaultDrop, Rate: 1.5}, "rate 1.5"},
 		{"negative count", Fault{Route: RouteAll, Kind: FaultDrop, Count: -1}, "count -1"},
+		{"valid reply", Fault{Route: RouteAll, Kind: FaultReply, Status: 204}, ""},
+		{"reply status out of range", Fault{Route: RouteAll, Kind: FaultReply, Status: 100}, "status 100"},
+		{"echo status out of range", Fault{Route: RouteAll, Kind: FaultEcho, Status: 200}, "status 200"},
+		{"body without reply", Fault{Route: RouteAll, Kind: FaultStatus, Status: 500, Body: "x"}, "body and header"},
+		{"relative path", Fault{Route: RouteAll, Kind: FaultDrop, Path: "cloud/v1/regions"}, `path "cloud/v1/regions"`},
+		{"size without huge", Fault{Route: RouteAll, Kind: FaultDrop, Size: 10}, "size 10"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -883,7 +963,7 @@ func TestServer_SetFaults(t *testing.T) {
 	if err := s.SetFaults([]Fault{{Route: RouteAll, Kind: FaultDrop}, {Route: "x", Kind: FaultDrop}}); err == nil || !strings.Contains(err.Error(), "fault 1") {
 		t.Errorf("SetFaults(invalid) = %v, want an error naming fault 1", err)
 	}
-	if got := s.Faults(); len(got) != 1 || got[0] != good[0] {
+	if got := s.Faults(); len(got) != 1 || !reflect.DeepEqual(got[0], good[0]) {
 		t.Errorf("after a rejected SetFaults, rules are %+v, want the previous ones", got)
 	}
 	defer func() {
@@ -895,7 +975,8 @@ func TestServer_SetFaults(t *testing.T) {
 }
 
 func TestFault_JSON(t *testing.T) {
-	in := `[{"route":"*","kind":"rate_limit","rate":0.25,"count":3,"retry_after":"2s"},{"route":"GET /gpu-cloud/ssh-keys","kind":"latency","delay":"150ms"}]`
+	in := `[{"route":"*","kind":"rate_limit","rate":0.25,"count":3,"retry_after":"2s"},{"route":"GET /gpu-cloud/ssh-keys","kind":"latency","delay":"150ms"},` +
+		`{"route":"*","kind":"reply","status":204,"body":"x","header":{"Retry-After":"1"}}]`
 	var got []Fault
 	if err := json.Unmarshal([]byte(in), &got); err != nil {
 		t.Fatal(err)
@@ -903,6 +984,7 @@ func TestFault_JSON(t *testing.T) {
 	want := []Fault{
 		{Route: RouteAll, Kind: FaultRateLimit, Rate: 0.25, Count: 3, RetryAfter: 2 * time.Second},
 		{Route: RouteSesterceList, Kind: FaultLatency, Delay: 150 * time.Millisecond},
+		{Route: RouteAll, Kind: FaultReply, Status: 204, Body: "x", Header: map[string]string{"Retry-After": "1"}},
 	}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("decoded %+v, want %+v", got, want)

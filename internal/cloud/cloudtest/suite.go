@@ -2,8 +2,6 @@ package cloudtest
 
 import (
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -48,10 +46,17 @@ const suiteTimeout = 30 * time.Second
 // subtest with its own Server.
 func RunProviderSuite(t *testing.T, kind string, newProvider ProviderFactory) {
 	t.Helper()
+	runChecks(t, "RunProviderSuite", kind, newProvider, suiteChecks)
+}
+
+// runChecks runs the checks that apply to kind, each as a parallel subtest
+// with its own suiteEnv.
+func runChecks(t *testing.T, suite, kind string, newProvider ProviderFactory, checks []suiteCheck) {
+	t.Helper()
 	if kind != "sesterce" && kind != "gcore" {
-		t.Fatalf("RunProviderSuite: kind %q: want sesterce or gcore", kind)
+		t.Fatalf("%s: kind %q: want sesterce or gcore", suite, kind)
 	}
-	for _, c := range suiteChecks {
+	for _, c := range checks {
 		if c.only != "" && c.only != kind {
 			continue
 		}
@@ -184,26 +189,6 @@ func suiteCtx(t *testing.T) context.Context {
 	return ctx
 }
 
-// newPublicKey returns a fresh ed25519 authorized_keys line and its SHA256
-// fingerprint.
-func newPublicKey(t *testing.T) (publicKey, fingerprint string) {
-	t.Helper()
-	pub, _, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatalf("generate key: %v", err)
-	}
-	pk, err := ssh.NewPublicKey(pub)
-	if err != nil {
-		t.Fatalf("encode key: %v", err)
-	}
-	line := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(pk))) + " suite@cloudtest"
-	fp, err := cloud.Fingerprint(line)
-	if err != nil {
-		t.Fatalf("fingerprint: %v", err)
-	}
-	return line, fp
-}
-
 func findKey(keys []cloud.Key, id string) (cloud.Key, bool) {
 	i := slices.IndexFunc(keys, func(k cloud.Key) bool { return k.ID == id })
 	if i < 0 {
@@ -262,11 +247,11 @@ func (e *suiteEnv) wantOneCreated(t *testing.T, c cloud.Created, name, fp string
 // assertNoSecret fails when err's text, in any fmt form, holds a key.
 func assertNoSecret(t *testing.T, op string, err error, keys ...secret.Secret) {
 	t.Helper()
-	for verb, form := range map[string]string{"%s": err.Error(), "%+v": fmt.Sprintf("%+v", err), "%#v": fmt.Sprintf("%#v", err)} {
-		if slices.ContainsFunc(keys, func(k secret.Secret) bool { return strings.Contains(form, k.Reveal()) }) {
-			t.Errorf("%s: the error printed with %s contains an API key", op, verb)
-		}
+	secrets := make([]string, 0, len(keys))
+	for _, k := range keys {
+		secrets = append(secrets, k.Reveal())
 	}
+	AssertNoLeak(t, op, []error{err}, "", secrets...)
 }
 
 // waitHanging waits until n requests are held by FaultHang.
@@ -303,7 +288,7 @@ var suiteChecks = []suiteCheck{
 	{name: "CreateThenList", run: func(t *testing.T, e *suiteEnv) {
 		e.start(t)
 		ctx := suiteCtx(t)
-		pub, fp := newPublicKey(t)
+		pub, fp := NewPublicKey(t)
 		c, err := e.p.Create(ctx, e.project, cloud.CreateRequest{Name: "suite-create", PublicKey: pub})
 		if err != nil {
 			t.Fatalf("Create: %v", err)
@@ -336,8 +321,8 @@ var suiteChecks = []suiteCheck{
 
 	{name: "ListSeededKeys", run: func(t *testing.T, e *suiteEnv) {
 		e.start(t)
-		pubA, fpA := newPublicKey(t)
-		pubB, fpB := newPublicKey(t)
+		pubA, fpA := NewPublicKey(t)
+		pubB, fpB := NewPublicKey(t)
 		a := e.seed("seed-a", pubA, e.sesterce())
 		b := e.seed("seed-b", pubB, false)
 		// A key the client cannot parse is still listed, with no fingerprint.
@@ -376,7 +361,7 @@ var suiteChecks = []suiteCheck{
 			}
 		})
 		ctx := suiteCtx(t)
-		pub, fp := newPublicKey(t)
+		pub, fp := NewPublicKey(t)
 		c, err := e.p.Create(ctx, e.project, cloud.CreateRequest{Name: "suite-extra", PublicKey: pub})
 		if err != nil {
 			t.Fatalf("Create with unknown response fields: %v", err)
@@ -390,8 +375,8 @@ var suiteChecks = []suiteCheck{
 	{name: "SetDefault", only: "sesterce", run: func(t *testing.T, e *suiteEnv) {
 		e.start(t)
 		ctx := suiteCtx(t)
-		pubA, _ := newPublicKey(t)
-		pubB, _ := newPublicKey(t)
+		pubA, _ := NewPublicKey(t)
+		pubB, _ := NewPublicKey(t)
 		e.seed("old-default", pubA, true)
 		b := e.seed("new-default", pubB, false)
 		if err := e.p.SetDefault(ctx, e.project, b.ID); err != nil {
@@ -419,7 +404,7 @@ var suiteChecks = []suiteCheck{
 
 	{name: "SetDefaultUnsupported", only: "gcore", run: func(t *testing.T, e *suiteEnv) {
 		e.start(t)
-		pub, _ := newPublicKey(t)
+		pub, _ := NewPublicKey(t)
 		k := e.seed("only", pub, false)
 		err := e.p.SetDefault(suiteCtx(t), e.project, k.ID)
 		if !errors.Is(err, cloud.ErrUnsupported) {
@@ -433,8 +418,8 @@ var suiteChecks = []suiteCheck{
 	{name: "Delete", run: func(t *testing.T, e *suiteEnv) {
 		e.start(t)
 		ctx := suiteCtx(t)
-		pubA, _ := newPublicKey(t)
-		pubB, _ := newPublicKey(t)
+		pubA, _ := NewPublicKey(t)
+		pubB, _ := NewPublicKey(t)
 		gone := e.seed("to-delete", pubA, false)
 		kept := e.seed("to-keep", pubB, false)
 		if err := e.p.Delete(ctx, e.project, gone.ID); err != nil {
@@ -481,7 +466,7 @@ var suiteChecks = []suiteCheck{
 	{name: "WrongAPIKey", run: func(t *testing.T, e *suiteEnv) {
 		e.start(t)
 		ctx := suiteCtx(t)
-		pub, _ := newPublicKey(t)
+		pub, _ := NewPublicKey(t)
 		existing := e.seed("existing", pub, false)
 		bad := e.client(t, suiteWrongKey)
 		ops := map[string]func() error{
@@ -525,7 +510,7 @@ var suiteChecks = []suiteCheck{
 		e.start(t)
 		ctx := suiteCtx(t)
 		unknown := e.client(t, suiteSesterceUnknownKey)
-		pub, _ := newPublicKey(t)
+		pub, _ := NewPublicKey(t)
 		_, listErr := unknown.List(ctx, e.project)
 		_, createErr := unknown.Create(ctx, e.project, cloud.CreateRequest{Name: "never", PublicKey: pub})
 		for name, err := range map[string]error{"List": listErr, "Create": createErr} {
@@ -578,7 +563,7 @@ var suiteChecks = []suiteCheck{
 			t.Run(name, func(t *testing.T) {
 				e := &suiteEnv{kind: e.kind, newProvider: e.newProvider}
 				e.start(t)
-				pub, _ := newPublicKey(t)
+				pub, _ := NewPublicKey(t)
 				k := e.seed("retry", pub, false)
 				e.srv.Inject(Fault{Route: o.route, Kind: FaultStatus, Status: 503, Count: 2})
 				if err := o.call(suiteCtx(t), e, k); err != nil {
@@ -597,7 +582,7 @@ var suiteChecks = []suiteCheck{
 	{name: "RetriesDroppedConnection", run: func(t *testing.T, e *suiteEnv) {
 		e.start(t)
 		ctx := suiteCtx(t)
-		pub, _ := newPublicKey(t)
+		pub, _ := NewPublicKey(t)
 		k := e.seed("dropped", pub, false)
 		e.srv.Inject(Fault{Route: e.routeList(), Kind: FaultDrop, Count: 1})
 		e.srv.Inject(Fault{Route: e.routeDelete(), Kind: FaultDrop, Count: 1})
@@ -616,7 +601,7 @@ var suiteChecks = []suiteCheck{
 		// The key is gone but the response was lost; the retry sees 404,
 		// which callers treat as success.
 		e.start(t)
-		pub, _ := newPublicKey(t)
+		pub, _ := NewPublicKey(t)
 		k := e.seed("lost-response", pub, false)
 		e.srv.Inject(Fault{Route: e.routeDelete(), Kind: FaultCommitThenDrop, Count: 1})
 		if err := e.p.Delete(suiteCtx(t), e.project, k.ID); err != nil && !errors.Is(err, cloud.ErrNotFound) {
@@ -674,11 +659,33 @@ var suiteChecks = []suiteCheck{
 		}
 	}},
 
+	{name: "CreateCanceled", run: func(t *testing.T, e *suiteEnv) {
+		// A caller that gives up while a create hangs gets its context's
+		// error at once: no lookup, no second create.
+		e.start(t)
+		pub, _ := NewPublicKey(t)
+		e.srv.Inject(Fault{Route: e.routeCreate(), Kind: FaultHang})
+		ctx, cancel := context.WithCancel(suiteCtx(t))
+		defer cancel()
+		go func() {
+			if waitHanging(ctx, e.srv, 1) == nil {
+				cancel()
+			}
+		}()
+		_, err := e.p.Create(ctx, e.project, cloud.CreateRequest{Name: "suite-canceled", PublicKey: pub})
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("Create with a canceled context = %v, want an error wrapping context.Canceled", err)
+		}
+		if c, l := e.srv.Requests(e.routeCreate()), e.srv.Requests(e.routeList()); c != 1 || l != 0 {
+			t.Errorf("%d creates and %d lists after the caller gave up, want 1 and 0", c, l)
+		}
+	}},
+
 	{name: "CreateAfterCommitThenDrop", run: func(t *testing.T, e *suiteEnv) {
 		// The key was created but the response was lost: the client must
 		// find it by name and fingerprint instead of creating it twice.
 		e.start(t)
-		pub, fp := newPublicKey(t)
+		pub, fp := NewPublicKey(t)
 		e.srv.Inject(Fault{Route: e.routeCreate(), Kind: FaultCommitThenDrop, Count: 1})
 		c, err := e.p.Create(suiteCtx(t), e.project, cloud.CreateRequest{Name: "suite-ambiguous", PublicKey: pub})
 		if err != nil {
@@ -689,7 +696,7 @@ var suiteChecks = []suiteCheck{
 
 	{name: "CreateAfterMalformedResponse", run: func(t *testing.T, e *suiteEnv) {
 		e.start(t)
-		pub, fp := newPublicKey(t)
+		pub, fp := NewPublicKey(t)
 		e.srv.Inject(Fault{Route: e.routeCreate(), Kind: FaultMalformed, Count: 1})
 		c, err := e.p.Create(suiteCtx(t), e.project, cloud.CreateRequest{Name: "suite-malformed", PublicKey: pub})
 		if err != nil {
@@ -710,7 +717,7 @@ var suiteChecks = []suiteCheck{
 				t.Parallel()
 				e := &suiteEnv{kind: e.kind, newProvider: e.newProvider}
 				e.start(t)
-				pub, fp := newPublicKey(t)
+				pub, fp := NewPublicKey(t)
 				f.Route, f.Count = e.routeCreate(), 1
 				e.srv.Inject(f)
 				c, err := e.p.Create(suiteCtx(t), e.project, cloud.CreateRequest{Name: "suite-retry", PublicKey: pub})
@@ -718,6 +725,9 @@ var suiteChecks = []suiteCheck{
 					t.Fatalf("Create after a %s fault that did not commit = %v, want one new key", f.Kind, err)
 				}
 				e.wantOneCreated(t, c, "suite-retry", fp)
+				if n := e.srv.Requests(e.routeList()); f.Kind == FaultRateLimit && n != 0 {
+					t.Errorf("%d list requests after a 429 on create, want none (a 429 commits nothing: the create is simply repeated)", n)
+				}
 			})
 		}
 	}},
@@ -726,9 +736,9 @@ var suiteChecks = []suiteCheck{
 		// After an ambiguous failure, a key with the same name but another
 		// public key is not ours: the client must create its own.
 		e.start(t)
-		otherPub, _ := newPublicKey(t)
+		otherPub, _ := NewPublicKey(t)
 		other := e.seed("suite-same-name", otherPub, false)
-		pub, fp := newPublicKey(t)
+		pub, fp := NewPublicKey(t)
 		e.srv.Inject(Fault{Route: e.routeCreate(), Kind: FaultStatus, Status: 500, Count: 1})
 		c, err := e.p.Create(suiteCtx(t), e.project, cloud.CreateRequest{Name: "suite-same-name", PublicKey: pub})
 		if err != nil {
@@ -765,7 +775,7 @@ var suiteChecks = []suiteCheck{
 
 	{name: "CreateRejectsLongName", run: func(t *testing.T, e *suiteEnv) {
 		e.start(t)
-		pub, _ := newPublicKey(t)
+		pub, _ := NewPublicKey(t)
 		_, err := e.p.Create(suiteCtx(t), e.project, cloud.CreateRequest{Name: strings.Repeat("n", 256), PublicKey: pub})
 		if !errors.Is(err, cloud.ErrPermanent) || cloud.Retryable(err) {
 			t.Errorf("Create with a 256-character name = %v, want a non-retryable cloud.ErrPermanent", err)
@@ -791,7 +801,7 @@ var suiteChecks = []suiteCheck{
 
 	{name: "MalformedResponse", run: func(t *testing.T, e *suiteEnv) {
 		e.start(t)
-		pub, _ := newPublicKey(t)
+		pub, _ := NewPublicKey(t)
 		e.seed("k", pub, false)
 		e.srv.Inject(Fault{Route: e.routeList(), Kind: FaultMalformed})
 		keys, err := e.p.List(suiteCtx(t), e.project)
@@ -823,7 +833,7 @@ var suiteChecks = []suiteCheck{
 		var wg sync.WaitGroup
 		errs := make([]error, n)
 		for i := range n {
-			pub, _ := newPublicKey(t)
+			pub, _ := NewPublicKey(t)
 			wg.Go(func() {
 				_, errs[i] = e.p.Create(ctx, e.project, cloud.CreateRequest{Name: fmt.Sprintf("suite-concurrent-%d", i), PublicKey: pub})
 			})
@@ -840,7 +850,7 @@ var suiteChecks = []suiteCheck{
 	{name: "SendsUserAgent", run: func(t *testing.T, e *suiteEnv) {
 		e.start(t)
 		ctx := suiteCtx(t)
-		pub, _ := newPublicKey(t)
+		pub, _ := NewPublicKey(t)
 		if _, err := e.p.Create(ctx, e.project, cloud.CreateRequest{Name: "suite-ua", PublicKey: pub}); err != nil {
 			t.Fatalf("Create: %v", err)
 		}
@@ -857,7 +867,7 @@ var suiteChecks = []suiteCheck{
 			t.Run(fmt.Sprint(n), func(t *testing.T) {
 				e := &suiteEnv{kind: e.kind, newProvider: e.newProvider}
 				e.start(t)
-				pub, _ := newPublicKey(t)
+				pub, _ := NewPublicKey(t)
 				for i := range n {
 					e.seed(fmt.Sprintf("page-%04d", i), pub, false)
 				}
@@ -915,8 +925,8 @@ var suiteChecks = []suiteCheck{
 		e.start(t)
 		ctx := suiteCtx(t)
 		no := false
-		pubA, _ := newPublicKey(t)
-		pubB, _ := newPublicKey(t)
+		pubA, _ := NewPublicKey(t)
+		pubB, _ := NewPublicKey(t)
 		private, err := e.p.Create(ctx, e.project, cloud.CreateRequest{Name: "not-shared", PublicKey: pubA, SharedInProject: &no})
 		if err != nil {
 			t.Fatalf("Create: %v", err)
@@ -935,8 +945,8 @@ var suiteChecks = []suiteCheck{
 	{name: "ProjectIsolation", only: "gcore", run: func(t *testing.T, e *suiteEnv) {
 		e.start(t)
 		ctx := suiteCtx(t)
-		pubA, _ := newPublicKey(t)
-		pubB, _ := newPublicKey(t)
+		pubA, _ := NewPublicKey(t)
+		pubB, _ := NewPublicKey(t)
 		inOne := e.srv.AddGcoreKey(1, "in-project-1", pubA)
 		c, err := e.p.Create(ctx, 2, cloud.CreateRequest{Name: "in-project-2", PublicKey: pubB})
 		if err != nil {

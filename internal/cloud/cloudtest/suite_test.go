@@ -219,6 +219,11 @@ func (c *refClient) Create(ctx context.Context, project int64, req cloud.CreateR
 		if !cloud.Retryable(err) || ctx.Err() != nil || fp == "" {
 			return cloud.Created{}, err
 		}
+		if errors.Is(err, cloud.ErrRateLimited) {
+			// A 429 committed nothing: wait and create again.
+			time.Sleep(max(cloud.RetryAfter(err), 10*time.Millisecond))
+			continue
+		}
 		// Ambiguous: look before creating again.
 		keys, lerr := c.List(ctx, project)
 		if lerr != nil {

@@ -75,7 +75,9 @@ type Config struct {
 	// The Sesterce API sits behind a CDN that rejects some default agents.
 	UserAgent string
 	// Logger receives a debug line per request and a warning per retry;
-	// nil discards.
+	// nil discards. The client adds "provider" (Name) to every line itself,
+	// so the logger passed here must not carry that key: a JSON line with a
+	// key twice is rejected or mangled by log pipelines.
 	Logger *slog.Logger
 }
 
@@ -253,6 +255,10 @@ type Request struct {
 	// NotFound is the class of a 404; nil means cloud.ErrNotFound. Sesterce
 	// answers 404 "API key not found" to a bad key on its collection routes.
 	NotFound error
+	// Subject, when set, names what the call is about in its errors
+	// ("region 76", "instance 65f..."), so one failed part of a listing
+	// says which.
+	Subject string
 }
 
 // Do sends req, retrying as req.Idempotent allows, and decodes a 2xx JSON
@@ -262,7 +268,9 @@ func (c *Client) Do(ctx context.Context, req Request, out any) error {
 	if req.Body != nil {
 		var err error
 		if body, err = json.Marshal(req.Body); err != nil {
-			return c.errorf(req.Op, cloud.ErrPermanent, fmt.Errorf("encode request: %w", err))
+			e := c.errorf(req.Op, cloud.ErrPermanent, fmt.Errorf("encode request: %w", err))
+			e.Subject = req.Subject
+			return e
 		}
 	}
 	for attempt := 1; ; attempt++ {
@@ -270,6 +278,7 @@ func (c *Client) Do(ctx context.Context, req Request, out any) error {
 		if err == nil {
 			return nil
 		}
+		err.Subject = req.Subject
 		if ctx.Err() != nil || attempt >= c.retry.MaxAttempts || !c.retryable(req, err) {
 			return err
 		}
@@ -342,9 +351,7 @@ func (c *Client) attempt(ctx context.Context, req Request, body []byte, out any,
 	start := time.Now()
 	resp, err := c.http.Do(hreq)
 	if err != nil {
-		e := c.transportError(ctx, actx, req.Op, err, "send request")
-		c.logRequest(ctx, req, 0, start, n, e)
-		return e
+		return c.finish(ctx, req, 0, start, n, c.transportError(ctx, actx, req.Op, err, "send request"))
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, MaxBodySize+1))
@@ -353,17 +360,14 @@ func (c *Client) attempt(ctx context.Context, req Request, body []byte, out any,
 		// as ambiguous as no answer at all.
 		e := c.transportError(ctx, actx, req.Op, err, "read response body")
 		e.Status = resp.StatusCode
-		c.logRequest(ctx, req, resp.StatusCode, start, n, e)
-		return e
+		return c.finish(ctx, req, resp.StatusCode, start, n, e)
 	}
 	tooLarge := len(data) > MaxBodySize
 	if tooLarge {
 		data = data[:MaxBodySize]
 	}
 
-	e := c.check(req, resp, data, tooLarge, out)
-	c.logRequest(ctx, req, resp.StatusCode, start, n, e)
-	return e
+	return c.finish(ctx, req, resp.StatusCode, start, n, c.check(req, resp, data, tooLarge, out))
 }
 
 // check turns a complete response into nil or a classified error.
@@ -457,9 +461,14 @@ func (c *Client) errorf(op string, class, cause error) *cloud.Error {
 	return &cloud.Error{Provider: c.name, Op: op, Class: class, Err: cause}
 }
 
-func (c *Client) logRequest(ctx context.Context, req Request, status int, start time.Time, attempt int, err *cloud.Error) {
+// finish gives err (nil on success) the request's subject, logs the
+// exchange at debug level and returns err.
+func (c *Client) finish(ctx context.Context, req Request, status int, start time.Time, attempt int, err *cloud.Error) *cloud.Error {
+	if err != nil {
+		err.Subject = req.Subject
+	}
 	if !c.log.Enabled(ctx, slog.LevelDebug) {
-		return
+		return err
 	}
 	attrs := []any{
 		"type", c.spec.Type, "op", req.Op, "method", req.Method, "route", req.Path,
@@ -469,15 +478,14 @@ func (c *Client) logRequest(ctx context.Context, req Request, status int, start 
 		attrs = append(attrs, "err", err)
 	}
 	c.log.DebugContext(ctx, "provider request", attrs...)
+	return err
 }
 
 // redact replaces the API key wherever it appears in s: some servers echo
-// the credential they rejected.
+// the credential they rejected. It follows secret.Scrub's rule, so a key
+// too short to be a credential does not garble every message.
 func (c *Client) redact(s string) string {
-	if k := c.apiKey.Reveal(); k != "" && strings.Contains(s, k) {
-		return strings.ReplaceAll(s, k, secret.Redacted)
-	}
-	return s
+	return secret.Scrub(s, c.apiKey)
 }
 
 // redactErr returns err, or an error with the same chain whose text has the
@@ -546,6 +554,21 @@ func ParseTime(s string) (time.Time, error) {
 		return t, nil
 	}
 	return time.Time{}, fmt.Errorf("parse time %q: not RFC 3339", s)
+}
+
+// Time reads a provider timestamp field with ParseTime. An empty value is
+// the zero time; one that does not parse is the zero time too, with a
+// warning naming field and the object (idKey, id): one odd timestamp must
+// not cost the listing it is part of.
+func (c *Client) Time(ctx context.Context, value, field, idKey, id string) time.Time {
+	if value == "" {
+		return time.Time{}
+	}
+	t, err := ParseTime(value)
+	if err != nil {
+		c.log.WarnContext(ctx, "provider sent an unreadable "+field, idKey, id, "err", err)
+	}
+	return t
 }
 
 // Snippet is a short single-line excerpt of a body that is not the

@@ -1,5 +1,6 @@
 // Package sesterce is the cloud.Provider for Sesterce's GPU-cloud SSH-key
-// API (/gpu-cloud/ssh-keys): list, create, make default, delete.
+// API (/gpu-cloud/ssh-keys): list, create, make default, delete; and the
+// instance listing of the inventory (ListInstances, /gpu-cloud/instances).
 //
 // The API has no pagination, no fingerprint (it is computed locally from
 // the public key) and one quirk worth knowing: a 404 "API key not found" on
@@ -38,15 +39,11 @@ type Client struct {
 var _ cloud.Provider = (*Client)(nil)
 
 // New returns a client for the account cfg describes.
-func New(cfg Config) (*Client, error) { return newClient(cfg, nil) }
-
-// newClient lets tests record backoff delays instead of waiting them out.
-func newClient(cfg Config, sleep httpapi.SleepFunc) (*Client, error) {
+func New(cfg Config) (*Client, error) {
 	api, err := httpapi.New(cfg, DefaultBaseURL, httpapi.Spec{
 		Type:       Type,
 		Authorize:  func(h http.Header, key string) { h.Set("x-api-key", key) },
 		ParseError: parseError,
-		Sleep:      sleep,
 	})
 	if err != nil {
 		return nil, err
@@ -180,13 +177,7 @@ func (c *Client) key(ctx context.Context, d keyDTO) cloud.Key {
 	// A key the provider holds in a form we cannot parse is still listed
 	// (the report shows it); it simply has no fingerprint.
 	k.Fingerprint, _ = cloud.Fingerprint(d.PublicKey)
-	if d.CreatedAt != "" {
-		t, err := httpapi.ParseTime(d.CreatedAt)
-		if err != nil {
-			c.api.Logger().WarnContext(ctx, "key has an unreadable createdAt", "key_id", d.ID, "err", err)
-		}
-		k.CreatedAt = t
-	}
+	k.CreatedAt = c.api.Time(ctx, d.CreatedAt, "key createdAt", "key_id", d.ID)
 	return k
 }
 
