@@ -22,7 +22,7 @@ func buildProviders(cfg *policy.Config, version string, log *slog.Logger) (map[s
 		hc := httpapi.Config{
 			Name: p.Name, BaseURL: p.BaseURL, APIKey: key, RateLimit: p.RateLimit, Timeout: p.Timeout,
 			UserAgent: "rotatord/" + version,
-			Logger:    log.With("component", "cloud", "provider", p.Name),
+			Logger:    log.With("component", "cloud"),
 		}
 		var prov cloud.Provider
 		switch p.Type {
