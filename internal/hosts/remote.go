@@ -1,0 +1,213 @@
+package hosts
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+
+	"github.com/pkg/sftp"
+)
+
+// maxFileSize bounds what rotatord reads: an authorized_keys file of
+// thousands of keys is well under 1 MiB, so anything larger is not one.
+const maxFileSize = 4 << 20
+
+// remoteFile is authorized_keys as read, and everything replace needs to
+// write its successor.
+type remoteFile struct {
+	path   string // the file edited: the configured path, or a link's target
+	exists bool
+	data   []byte
+	mode   fs.FileMode // permission bits; meaningful when exists
+	uid    uint32
+	gid    uint32
+	owner  bool // uid and gid are known
+}
+
+// readAuthorizedKeys reads the file at p. A missing file is an empty,
+// non-existent remoteFile, not an error. A symbolic link is resolved on the
+// server, so that the edit replaces the link's target and keeps the link.
+func readAuthorizedKeys(c *sftp.Client, p string) (*remoteFile, error) {
+	fi, err := c.Lstat(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return &remoteFile{path: p}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("stat %s: %w", p, err)
+	}
+	if fi.Mode()&fs.ModeSymlink != 0 {
+		target, err := c.RealPath(p)
+		if err != nil {
+			return nil, fmt.Errorf("%w: resolve link %s: %v", ErrUnsafeFile, p, err)
+		}
+		if fi, err = c.Lstat(target); err != nil {
+			return nil, fmt.Errorf("%w: stat %s (target of %s): %v", ErrUnsafeFile, target, p, err)
+		}
+		p = target
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%w: %s is not a regular file (%s)", ErrUnsafeFile, p, fi.Mode().Type())
+	}
+	f := &remoteFile{path: p, exists: true, mode: fi.Mode().Perm()}
+	if st, ok := fi.Sys().(*sftp.FileStat); ok {
+		f.uid, f.gid, f.owner = st.UID, st.GID, true
+	}
+	if f.data, err = readAll(c, p); err != nil {
+		return nil, err
+	}
+	return f, nil
+}
+
+// readAll reads a whole file, refusing one larger than maxFileSize.
+func readAll(c *sftp.Client, p string) ([]byte, error) {
+	h, err := c.Open(p)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", p, err)
+	}
+	defer h.Close()
+	// One request per 32 KiB (sftp's packet size) rather than io.ReadAll's
+	// doubling 512-byte reads, which would cost a round trip each.
+	var buf bytes.Buffer
+	chunk := make([]byte, 32<<10)
+	for {
+		n, err := h.Read(chunk)
+		buf.Write(chunk[:n])
+		if buf.Len() > maxFileSize {
+			return nil, fmt.Errorf("%w: %s is larger than %d bytes", ErrUnsafeFile, p, maxFileSize)
+		}
+		if errors.Is(err, io.EOF) {
+			return buf.Bytes(), nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read %s: %w", p, err)
+		}
+	}
+}
+
+// replace writes content as the new file, atomically, only if the file
+// still holds what f says was read; on success f describes the new file. The temporary file is created
+// exclusively beside the original (so it is on the same file system and a
+// planted link cannot redirect the write), given the original's owner and
+// at most its owner's permission bits (0600 for a new file) before any
+// content goes in, flushed, and renamed over the original with
+// posix-rename@openssh.com. Nothing is written when the server lacks that
+// extension: a plain SFTP rename fails over an existing file, and
+// remove-then-rename would leave a window without the file.
+func replace(c *sftp.Client, f *remoteFile, content []byte, beforeRename func(string)) (err error) {
+	if _, ok := c.HasExtension("posix-rename@openssh.com"); !ok {
+		return ErrNoAtomicRename
+	}
+	dir, base := path.Split(f.path)
+	if dir == "" {
+		dir = "."
+	}
+	if !f.exists {
+		if err := ensureDir(c, dir); err != nil {
+			return err
+		}
+	}
+	tmp := path.Join(dir, "."+base+".rotatord.tmp")
+	h, err := createExclusive(c, tmp)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			// The original is untouched; leave no debris beside it.
+			h.Close()
+			_ = c.Remove(tmp)
+		}
+	}()
+
+	mode := fs.FileMode(0o600)
+	if f.exists {
+		mode = f.mode & 0o600
+	}
+	if err := h.Chmod(mode); err != nil {
+		return fmt.Errorf("chmod %s: %w", tmp, err)
+	}
+	if f.exists && f.owner {
+		// A chown to the owner we already have is a no-op; to another one it
+		// needs privileges. Failing is the right answer then: a root-owned
+		// authorized_keys must not become the login user's.
+		if err := h.Chown(int(f.uid), int(f.gid)); err != nil {
+			return fmt.Errorf("keep owner %d:%d of %s: %w", f.uid, f.gid, f.path, err)
+		}
+	}
+	if n, err := h.Write(content); err != nil || n != len(content) {
+		return fmt.Errorf("write %s: wrote %d of %d bytes: %w", tmp, n, len(content), err)
+	}
+	if _, ok := c.HasExtension("fsync@openssh.com"); ok {
+		// Durable before it becomes the file sshd reads: a power cut after
+		// the rename must not leave an empty authorized_keys.
+		if err := h.Sync(); err != nil {
+			return fmt.Errorf("sync %s: %w", tmp, err)
+		}
+	}
+	if err := h.Close(); err != nil {
+		return fmt.Errorf("close %s: %w", tmp, err)
+	}
+
+	if beforeRename != nil {
+		beforeRename(f.path)
+	}
+	now, err := readAuthorizedKeys(c, f.path)
+	if err != nil {
+		return fmt.Errorf("re-read before rename: %w", err)
+	}
+	if now.exists != f.exists || now.path != f.path || !bytes.Equal(now.data, f.data) {
+		return ErrConcurrentEdit
+	}
+	if err := c.PosixRename(tmp, f.path); err != nil {
+		return fmt.Errorf("rename %s to %s: %w", tmp, f.path, err)
+	}
+	f.exists, f.data, f.mode = true, content, mode
+	return nil
+}
+
+// createExclusive creates the temporary file, failing if anything already
+// has its name. A leftover from a killed run is removed once and the create
+// retried (OpenSSH reports an existing file as a generic failure, so the
+// cause cannot be told apart before trying).
+func createExclusive(c *sftp.Client, tmp string) (*sftp.File, error) {
+	const flags = os.O_WRONLY | os.O_CREATE | os.O_EXCL
+	h, err := c.OpenFile(tmp, flags)
+	if err == nil {
+		return h, nil
+	}
+	if rmErr := c.Remove(tmp); rmErr != nil {
+		return nil, fmt.Errorf("create %s: %w", tmp, err)
+	}
+	h, err = c.OpenFile(tmp, flags)
+	if err != nil {
+		return nil, fmt.Errorf("create %s: %w", tmp, err)
+	}
+	return h, nil
+}
+
+// ensureDir creates the file's directory (mode 0700, as ssh expects for
+// ~/.ssh) when it is missing. Only the last component is created: a missing
+// home or a mistyped absolute path is an error, not a tree to build.
+func ensureDir(c *sftp.Client, dir string) error {
+	fi, err := c.Stat(dir)
+	if err == nil {
+		if !fi.IsDir() {
+			return fmt.Errorf("%w: %s is not a directory", ErrUnsafeFile, dir)
+		}
+		return nil
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("stat %s: %w", dir, err)
+	}
+	if err := c.Mkdir(dir); err != nil {
+		return fmt.Errorf("create %s: %w", dir, err)
+	}
+	if err := c.Chmod(dir, 0o700); err != nil {
+		return fmt.Errorf("chmod %s: %w", dir, err)
+	}
+	return nil
+}
