@@ -109,7 +109,7 @@ func Converge(ctx context.Context, t Target, keys Keys, opts Options) (res Resul
 
 	add := edit{add: keys.Current.AuthorizedKey, addFP: keys.Current.Fingerprint}
 	if content, added, _ := add.apply(f.data); added {
-		if err := replace(sc, f, content, opts.beforeRename); err != nil {
+		if err := replace(sc, f, content, hook(t, opts.beforeRename)); err != nil {
 			return fail(StatusStale, "add key", err)
 		}
 		res.Added = []string{keys.Current.Fingerprint}
@@ -146,7 +146,7 @@ func Converge(ctx context.Context, t Target, keys Keys, opts Options) (res Resul
 		res.Status = StatusOK
 		return res
 	}
-	if err := replace(sc, f, content, opts.beforeRename); err != nil {
+	if err := replace(sc, f, content, hook(t, opts.beforeRename)); err != nil {
 		return fail(StatusStale, "remove retired keys", err)
 	}
 	res.Removed = removed
@@ -243,4 +243,12 @@ func (lt *lockTable) lock(ctx context.Context, key string) (unlock func(), err e
 		release()
 		return nil, ctx.Err()
 	}
+}
+
+// hook binds the test hook to the target, or returns nil.
+func hook(t Target, h func(Target, string)) func(string) {
+	if h == nil {
+		return nil
+	}
+	return func(p string) { h(t, p) }
 }

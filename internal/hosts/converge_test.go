@@ -4,11 +4,14 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -291,7 +294,7 @@ func TestConverge_ConcurrentEdit(t *testing.T) {
 	edit := []byte("\nssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIP7kBmMeuNZi4Zb5n11tWalNzcaoLqMujHqhtwqjGBxp carol@edited-meanwhile\n")
 	var fired atomic.Int32
 	opts := f.opts()
-	opts.beforeRename = func(string) {
+	opts.beforeRename = func(Target, string) {
 		if fired.Add(1) == 1 {
 			b := h.ReadAuthorizedKeys(t)
 			h.WriteAuthorizedKeys(t, append(b, edit...), 0o600)
@@ -341,5 +344,273 @@ func TestConverge_OlderKeyLogin(t *testing.T) {
 	}
 	if got, want := string(h.ReadAuthorizedKeys(t)), oldest.line+"\n"+cur.line+"\n"; got != want {
 		t.Errorf("file %q, want %q", got, want)
+	}
+}
+
+// TestConverge_MissingFile: a missing file and its missing directory are
+// created (0700, 0600) holding just the current key. The file here is one
+// sshd does not read, so the fresh login with the current key fails and the
+// host is reported unverified: the honest answer for a misconfigured path,
+// with nothing removed.
+func TestConverge_MissingFile(t *testing.T) {
+	f := newFleet(t, 1)
+	h := f.hosts[0]
+	if err := os.Mkdir(filepath.Join(h.Home, "elsewhere"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	opts := f.opts()
+	opts.AuthorizedKeysPath = "elsewhere/.ssh/authorized_keys"
+	opts.RemoveRetired = true
+	r := Converge(context.Background(), targetOf(h), f.keys(), opts)
+	wantStatus(t, r, StatusUnverified)
+	if !slices.Equal(r.Added, []string{f.cur.Fingerprint}) || r.Verified || len(r.Removed) != 0 {
+		t.Errorf("added %v verified %v removed %v", r.Added, r.Verified, r.Removed)
+	}
+	if !errors.Is(r.Err, ErrDenied) || !strings.Contains(r.Err.Error(), ": verify: ") {
+		t.Errorf("err %v, want the verify step refused", r.Err)
+	}
+	created := filepath.Join(h.Home, "elsewhere", ".ssh", "authorized_keys")
+	data, err := os.ReadFile(created)
+	if err != nil || string(data) != f.cur.line+"\n" {
+		t.Fatalf("created file %q, %v", data, err)
+	}
+	if m := fileMode(t, created); m != 0o600 {
+		t.Errorf("file mode %o", m)
+	}
+	if m := fileMode(t, filepath.Dir(created)); m != 0o700 {
+		t.Errorf(".ssh mode %o", m)
+	}
+	if got := h.ReadAuthorizedKeys(t); !bytes.Equal(got, f.before[0]) {
+		t.Errorf("the file sshd reads changed:\n%q", got)
+	}
+}
+
+// TestConverge_ModeAndOwner: the new file never has a wider mode than the
+// old one, at most 0600, and keeps its owner.
+func TestConverge_ModeAndOwner(t *testing.T) {
+	f := newFleet(t, 3)
+	for i, tc := range []struct {
+		from, want os.FileMode
+	}{{0o644, 0o600}, {0o400, 0o400}, {0o640, 0o600}} {
+		h := f.hosts[i]
+		if err := os.Chmod(h.AuthorizedKeys, tc.from); err != nil {
+			t.Fatal(err)
+		}
+		r := Converge(context.Background(), targetOf(h), f.keys(), f.opts())
+		wantStatus(t, r, StatusOK)
+		if m := fileMode(t, h.AuthorizedKeys); m != tc.want {
+			t.Errorf("mode %o became %o, want %o", tc.from, m, tc.want)
+		}
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("changing a file's owner needs root")
+	}
+	h := f.hosts[0]
+	if err := os.Chown(h.AuthorizedKeys, 4321, 4322); err != nil {
+		t.Fatal(err)
+	}
+	opts := f.opts()
+	opts.RemoveRetired = true
+	wantStatus(t, Converge(context.Background(), targetOf(h), f.keys(), opts), StatusOK)
+	fi, err := os.Stat(h.AuthorizedKeys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := fi.Sys().(*syscall.Stat_t); st.Uid != 4321 || st.Gid != 4322 {
+		t.Errorf("owner %d:%d, want 4321:4322", st.Uid, st.Gid)
+	}
+}
+
+// TestConverge_Symlink: an authorized_keys that is a link has its target
+// edited; the link stays a link.
+func TestConverge_Symlink(t *testing.T) {
+	f := newFleet(t, 1)
+	h := f.hosts[0]
+	linked := filepath.Join(h.Home, "keys.real")
+	if err := os.Rename(h.AuthorizedKeys, linked); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("../keys.real", h.AuthorizedKeys); err != nil {
+		t.Fatal(err)
+	}
+	wantStatus(t, Converge(context.Background(), targetOf(h), f.keys(), f.opts()), StatusOK)
+	if fi, err := os.Lstat(h.AuthorizedKeys); err != nil || fi.Mode()&os.ModeSymlink == 0 {
+		t.Fatalf("link replaced: %v %v", fi.Mode(), err)
+	}
+	data, _ := os.ReadFile(linked)
+	if want := slices.Concat(f.before[0], []byte("\n"+f.cur.line+"\n")); !bytes.Equal(data, want) {
+		t.Errorf("target %q", data)
+	}
+}
+
+// TestConverge_DryRun: plan shows what would change and changes nothing.
+func TestConverge_DryRun(t *testing.T) {
+	f := newFleet(t, 1)
+	h := f.hosts[0]
+	opts := f.opts()
+	opts.DryRun, opts.RemoveRetired = true, true
+	r := Converge(context.Background(), targetOf(h), f.keys(), opts)
+	wantStatus(t, r, StatusStale)
+	if !slices.Equal(r.Added, []string{f.cur.Fingerprint}) || !slices.Equal(r.Removed, []string{f.old.Fingerprint}) {
+		t.Errorf("would add %v remove %v", r.Added, r.Removed)
+	}
+	if got := h.ReadAuthorizedKeys(t); !bytes.Equal(got, f.before[0]) {
+		t.Errorf("dry run changed the file:\n%q", got)
+	}
+	assertNoDebris(t, h)
+}
+
+// TestConverge_Denied: a host that trusts none of the policy's keys is
+// reported denied and left alone.
+func TestConverge_Denied(t *testing.T) {
+	f := newFleet(t, 1)
+	h := f.hosts[0]
+	h.WriteAuthorizedKeys(t, []byte(f.others[0].line+"\n"), 0o600)
+	r := Converge(context.Background(), targetOf(h), f.keys(), f.opts())
+	wantStatus(t, r, StatusDenied)
+	if !errors.Is(r.Err, ErrDenied) || r.LoggedInWith != "" || r.HostKeyFingerprint == "" {
+		t.Errorf("err %v logged in with %q host key %q", r.Err, r.LoggedInWith, r.HostKeyFingerprint)
+	}
+	if got := h.ReadAuthorizedKeys(t); string(got) != f.others[0].line+"\n" {
+		t.Errorf("file changed: %q", got)
+	}
+}
+
+// TestConverge_ManyOlderKeys: sshd hangs up after MaxAuthTries (6) refused
+// keys; the keys not yet offered are offered on a new connection, so a
+// machine launched with the ninth key back is still reached.
+func TestConverge_ManyOlderKeys(t *testing.T) {
+	srv := sshdtest.Start(t, 1)
+	h := srv.Hosts()[0]
+	cur := ed25519Key(t, "rotatord:p")
+	var older []Key
+	var last testKey
+	for range 9 {
+		last = ed25519Key(t, "rotatord:p")
+		older = append(older, Key{Signer: last.Signer})
+	}
+	h.WriteAuthorizedKeys(t, []byte(last.line+"\n"), 0o600)
+	r := Converge(context.Background(), targetOf(h), Keys{Current: cur.Key, Older: older}, Options{HostKeys: HostKeys{Pins: newMemPins()}})
+	wantStatus(t, r, StatusOK)
+	if r.LoggedInWith != last.Fingerprint {
+		t.Errorf("logged in with %s, want the tenth key offered %s", r.LoggedInWith, last.Fingerprint)
+	}
+}
+
+// TestConverge_Unverified: the current key is in the file but restricted
+// to another source address, so it cannot open the host from here: the host
+// is unverified and, even with RemoveRetired, the old key stays.
+func TestConverge_Unverified(t *testing.T) {
+	f := newFleet(t, 1)
+	h := f.hosts[0]
+	content := slices.Concat(f.before[0], []byte("\nfrom=\"192.0.2.1\" "+f.cur.line+"\n"))
+	h.WriteAuthorizedKeys(t, content, 0o600)
+	opts := f.opts()
+	opts.RemoveRetired = true
+	r := Converge(context.Background(), targetOf(h), f.keys(), opts)
+	wantStatus(t, r, StatusUnverified)
+	if r.LoggedInWith != f.old.Fingerprint || r.Verified || len(r.Added)+len(r.Removed) != 0 {
+		t.Errorf("logged in with %s verified %v added %v removed %v", r.LoggedInWith, r.Verified, r.Added, r.Removed)
+	}
+	if got := h.ReadAuthorizedKeys(t); !bytes.Equal(got, content) {
+		t.Errorf("file changed:\n%q", got)
+	}
+}
+
+// TestConverge_BrokenServers: whatever answers on the port, Converge ends
+// within its timeout with unreachable, never a panic.
+func TestConverge_BrokenServers(t *testing.T) {
+	cur := ed25519Key(t, "")
+	for _, tc := range []struct {
+		name  string
+		serve func(net.Conn)
+	}{
+		{"silent", func(c net.Conn) { _, _ = io.Copy(io.Discard, c) }},
+		{"hangs up", func(c net.Conn) { c.Close() }},
+		{"not ssh", func(c net.Conn) { _, _ = c.Write([]byte("HTTP/1.1 400 Bad Request\r\n\r\n")); c.Close() }},
+		{"garbage after banner", func(c net.Conn) {
+			_, _ = c.Write([]byte("SSH-2.0-OpenSSH_9.9\r\n"))
+			_, _ = c.Write(bytes.Repeat([]byte{0xff}, 4096))
+			_, _ = io.Copy(io.Discard, c)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { ln.Close() })
+			go func() {
+				for {
+					c, err := ln.Accept()
+					if err != nil {
+						return
+					}
+					go func() { defer c.Close(); tc.serve(c) }()
+				}
+			}()
+			port := ln.Addr().(*net.TCPAddr).Port
+			start := time.Now()
+			r := Converge(context.Background(), Target{Addr: "127.0.0.1", Port: port, User: "u"},
+				Keys{Current: cur.Key}, Options{HostKeys: HostKeys{Pins: newMemPins()}, Timeout: 700 * time.Millisecond})
+			wantStatus(t, r, StatusUnreachable)
+			if d := time.Since(start); d > 5*time.Second {
+				t.Errorf("took %v with a 700ms timeout", d)
+			}
+		})
+	}
+	t.Run("closed port", func(t *testing.T) {
+		r := Converge(context.Background(), Target{Addr: "127.0.0.1", Port: sshdtest.FreePort(t), User: "u"},
+			Keys{Current: cur.Key}, Options{HostKeys: HostKeys{Pins: newMemPins()}})
+		wantStatus(t, r, StatusUnreachable)
+	})
+}
+
+// TestConverge_SameHostTwoPolicies: two policies converging the same host
+// at once take turns (single-flight per host), so neither sees the other's
+// edit as a conflict and both keys end up in the file.
+func TestConverge_SameHostTwoPolicies(t *testing.T) {
+	f := newFleet(t, 1)
+	h := f.hosts[0]
+	second := ed25519Key(t, "rotatord:other-team")
+	var inside, overlap atomic.Int32
+	opts := f.opts()
+	opts.beforeRename = func(Target, string) {
+		if inside.Add(1) > 1 {
+			overlap.Add(1)
+		}
+		time.Sleep(50 * time.Millisecond) // widen the window another call would hit
+		inside.Add(-1)
+	}
+	keysB := Keys{Current: second.Key, Older: []Key{{Signer: f.old.Signer}}}
+	results := make(chan Result, 2)
+	for _, k := range []Keys{f.keys(), keysB} {
+		go func() { results <- Converge(context.Background(), targetOf(h), k, opts) }()
+	}
+	for range 2 {
+		wantStatus(t, <-results, StatusOK)
+	}
+	if overlap.Load() != 0 {
+		t.Error("two calls edited the same host at once")
+	}
+	data := h.ReadAuthorizedKeys(t)
+	if !bytes.Contains(data, []byte(f.cur.line)) || !bytes.Contains(data, []byte(second.line)) {
+		t.Errorf("a policy's key is missing:\n%q", data)
+	}
+}
+
+// TestConverge_PinStoreFailure: when the pin cannot be read or written,
+// rotatord does not talk to the host: stale, retried next run.
+func TestConverge_PinStoreFailure(t *testing.T) {
+	f := newFleet(t, 1)
+	h := f.hosts[0]
+	f.pins.errs = errors.New("state store closed")
+	r := Converge(context.Background(), targetOf(h), f.keys(), f.opts())
+	wantStatus(t, r, StatusStale)
+	if r.Err == nil || !strings.Contains(r.Err.Error(), "state store closed") || r.LoggedInWith != "" {
+		t.Errorf("err %v logged in with %q", r.Err, r.LoggedInWith)
+	}
+	if got := h.ReadAuthorizedKeys(t); !bytes.Equal(got, f.before[0]) {
+		t.Errorf("file changed")
 	}
 }

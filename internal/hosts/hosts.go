@@ -355,7 +355,7 @@ type Options struct {
 
 	// beforeRename, when set by tests, runs just before the file is re-read
 	// for the final comparison, so a test can edit the file at that instant.
-	beforeRename func(path string)
+	beforeRename func(t Target, path string)
 }
 
 // Default option values.
