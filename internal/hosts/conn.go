@@ -35,7 +35,7 @@ var errAllKeysOffered = errors.New("every offered key was refused")
 func login(ctx context.Context, t Target, keys []Key, hk *hostKeyChecker) (*ssh.Client, int, error) {
 	offset := 0
 	for {
-		client, offered, err := dialOnce(ctx, t, keys[offset:], hk)
+		client, offered, err := dialOnce(ctx, t, keys[offset:], hk, nil)
 		if err == nil {
 			return client, offset + offered - 1, nil
 		}
@@ -51,7 +51,9 @@ func login(ctx context.Context, t Target, keys []Key, hk *hostKeyChecker) (*ssh.
 
 // dialOnce makes one connection offering keys in order. It returns how many
 // keys were offered (the last one is the one that logged in, on success).
-func dialOnce(ctx context.Context, t Target, keys []Key, hk *hostKeyChecker) (*ssh.Client, int, error) {
+// With a gate, the connection does its key exchange at once but offers no
+// key before the gate is closed (see startVerify).
+func dialOnce(ctx context.Context, t Target, keys []Key, hk *hostKeyChecker, gate <-chan struct{}) (*ssh.Client, int, error) {
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "tcp", t.HostPort())
 	if err != nil {
@@ -66,13 +68,23 @@ func dialOnce(ctx context.Context, t Target, keys []Key, hk *hostKeyChecker) (*s
 
 	offered := 0
 	authStarted := false
-	hk.err = nil
+	var hostKeyErr error
 	cfg := &ssh.ClientConfig{
-		User:              t.User,
-		HostKeyCallback:   hk.check,
+		User: t.User,
+		HostKeyCallback: func(hostname string, remote net.Addr, key ssh.PublicKey) error {
+			hostKeyErr = hk.check(hostname, remote, key)
+			return hostKeyErr
+		},
 		HostKeyAlgorithms: hk.algos,
 		ClientVersion:     clientVersion,
 		AuthCallback: func(ac *ssh.ClientAuthContext) (ssh.AuthMethod, error) {
+			if !authStarted && gate != nil {
+				select {
+				case <-gate:
+				case <-ctx.Done():
+					return nil, ctx.Err()
+				}
+			}
 			authStarted = true
 			if !slices.Contains(ac.AllowedMethods, "publickey") {
 				return nil, fmt.Errorf("%w: server does not accept public keys (allows %v)", ErrDenied, ac.AllowedMethods)
@@ -89,13 +101,13 @@ func dialOnce(ctx context.Context, t Target, keys []Key, hk *hostKeyChecker) (*s
 		stop()
 		conn.Close()
 		switch {
-		case hk.err != nil:
+		case hostKeyErr != nil:
 			var changed *HostKeyChangedError
-			if errors.As(hk.err, &changed) {
-				return nil, offered, &loginError{StatusHostKeyChanged, hk.err}
+			if errors.As(hostKeyErr, &changed) {
+				return nil, offered, &loginError{StatusHostKeyChanged, hostKeyErr}
 			}
 			// A PinStore failure: local, retry on the next run.
-			return nil, offered, &loginError{StatusStale, hk.err}
+			return nil, offered, &loginError{StatusStale, hostKeyErr}
 		case !authStarted:
 			if ctx.Err() != nil {
 				err = fmt.Errorf("%w: %w", ctx.Err(), err)
@@ -116,4 +128,43 @@ func dialOnce(ctx context.Context, t Target, keys []Key, hk *hostKeyChecker) (*s
 	// context ends; stop stays armed for the latter.
 	_ = stop
 	return client, offered, nil
+}
+
+// pendingVerify is a verification login set up ahead of the edit it
+// verifies. Its TCP connection and key exchange happen while the file is
+// being written, and it offers the current key only once wait is called,
+// after the rename: sshd reads authorized_keys when a key is offered, so
+// the login still proves the file as it is after the change, and the
+// verification costs two round trips instead of a whole handshake.
+type pendingVerify struct {
+	gate   chan struct{}
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func startVerify(ctx context.Context, t Target, current Key, hk *hostKeyChecker) *pendingVerify {
+	ctx, cancel := context.WithCancel(ctx)
+	p := &pendingVerify{gate: make(chan struct{}), cancel: cancel, done: make(chan error, 1)}
+	go func() {
+		c, _, err := dialOnce(ctx, t, []Key{current}, hk, p.gate)
+		if err == nil {
+			c.Close()
+		}
+		p.done <- err
+	}()
+	return p
+}
+
+// wait lets the connection offer the current key and returns the outcome.
+func (p *pendingVerify) wait() error {
+	close(p.gate)
+	err := <-p.done
+	p.cancel()
+	return err
+}
+
+// abort drops the connection unused.
+func (p *pendingVerify) abort() {
+	p.cancel()
+	<-p.done
 }

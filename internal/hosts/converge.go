@@ -68,10 +68,7 @@ func Converge(ctx context.Context, t Target, keys Keys, opts Options) (res Resul
 		}
 		return fail(status, "check host key", err)
 	}
-	defer func() {
-		res.HostKeyFingerprint = hk.accepted
-		res.ContactedAt = hk.contacted
-	}()
+	defer func() { res.HostKeyFingerprint, res.ContactedAt = hk.seen() }()
 
 	// Step 1.
 	offer := append([]Key{keys.Current}, keys.Older...)
@@ -108,21 +105,26 @@ func Converge(ctx context.Context, t Target, keys Keys, opts Options) (res Resul
 	}
 
 	add := edit{add: keys.Current.AuthorizedKey, addFP: keys.Current.Fingerprint}
+	var pending *pendingVerify
 	if content, added, _ := add.apply(f.data); added {
+		pending = startVerify(ctx, t, keys.Current, hk)
 		if err := replace(sc, f, content, hook(t, opts.beforeRename)); err != nil {
+			pending.abort()
 			return fail(StatusStale, "add key", err)
 		}
 		res.Added = []string{keys.Current.Fingerprint}
 		res.Trusts = presentAmong(scanLines(f.data), managed)
-		res.Verified = false
 		log.Info("added current key", "fingerprint", keys.Current.Fingerprint, "path", f.path)
 	}
 
 	// Step 3. The login connection already proves the current key when it
 	// logged in with it (offered first and accepted, so nothing else was
-	// tried) against the file as it still is; otherwise a fresh one must.
-	if !res.Verified {
-		if err := verify(ctx, t, keys.Current, hk); err != nil {
+	// tried) and the file is unchanged since; otherwise a fresh one must.
+	if pending != nil || !res.Verified {
+		if pending == nil {
+			pending = startVerify(ctx, t, keys.Current, hk)
+		}
+		if err := pending.wait(); err != nil {
 			return loginFailure(fail, "verify", err)
 		}
 		res.Verified = true
@@ -146,29 +148,21 @@ func Converge(ctx context.Context, t Target, keys Keys, opts Options) (res Resul
 		res.Status = StatusOK
 		return res
 	}
+	pending = startVerify(ctx, t, keys.Current, hk)
 	if err := replace(sc, f, content, hook(t, opts.beforeRename)); err != nil {
+		pending.abort()
 		return fail(StatusStale, "remove retired keys", err)
 	}
 	res.Removed = removed
 	res.Trusts = presentAmong(scanLines(f.data), managed)
 	log.Info("removed retired keys", "fingerprints", removed, "path", f.path)
 
-	if err := verify(ctx, t, keys.Current, hk); err != nil {
+	if err := pending.wait(); err != nil {
 		res.Verified = false
 		return loginFailure(fail, "verify after removal", err)
 	}
 	res.Status = StatusOK
 	return res
-}
-
-// verify logs in on a fresh connection offering only the current key, and
-// hangs up: the login is the proof.
-func verify(ctx context.Context, t Target, current Key, hk *hostKeyChecker) error {
-	c, _, err := login(ctx, t, []Key{current}, hk)
-	if err != nil {
-		return err
-	}
-	return c.Close()
 }
 
 // loginFailure turns a login error into the host's status. A refusal at the

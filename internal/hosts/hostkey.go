@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"slices"
+	"sync"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -33,6 +34,7 @@ var probeKey, _ = ssh.NewPublicKey(ed25519.PublicKey(make([]byte, ed25519.Public
 // the first key it accepted, so every later connection of the call (the
 // verification logins) must see the same key.
 type hostKeyChecker struct {
+	mu       sync.Mutex // a verification login may run beside an edit
 	ctx      context.Context
 	hostport string
 	known    ssh.HostKeyCallback // nil: the host is not in known_hosts
@@ -40,7 +42,6 @@ type hostKeyChecker struct {
 	algos    []string            // host key algorithms to negotiate
 	pins     PinStore            // nil: no trust on first use
 	accepted string              // fingerprint accepted earlier in this call
-	err      error               // why the last check refused, for classification
 	// contacted is when a host key was first accepted in this call.
 	contacted time.Time
 }
@@ -99,11 +100,20 @@ func algorithmsFor(keyType string) []string {
 
 // check is the ssh.HostKeyCallback.
 func (c *hostKeyChecker) check(hostname string, remote net.Addr, key ssh.PublicKey) error {
-	c.err = c.verify(hostname, remote, key)
-	if c.err == nil && c.contacted.IsZero() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	err := c.verify(hostname, remote, key)
+	if err == nil && c.contacted.IsZero() {
 		c.contacted = time.Now()
 	}
-	return c.err
+	return err
+}
+
+// seen returns the accepted host key and when it was first accepted.
+func (c *hostKeyChecker) seen() (string, time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.accepted, c.contacted
 }
 
 func (c *hostKeyChecker) verify(hostname string, remote net.Addr, key ssh.PublicKey) error {

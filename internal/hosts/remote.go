@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path"
+	"sync"
 
 	"github.com/pkg/sftp"
 )
@@ -56,31 +57,59 @@ func readAuthorizedKeys(c *sftp.Client, p string) (*remoteFile, error) {
 	if st, ok := fi.Sys().(*sftp.FileStat); ok {
 		f.uid, f.gid, f.owner = st.UID, st.GID, true
 	}
-	if f.data, err = readAll(c, p); err != nil {
+	if f.data, err = readAll(c, p, fi.Size()); err != nil {
 		return nil, err
 	}
 	return f, nil
 }
 
-// readAll reads a whole file, refusing one larger than maxFileSize.
-func readAll(c *sftp.Client, p string) ([]byte, error) {
+// readAll reads a whole file whose size is believed to be size. The
+// common case costs one round trip: the expected bytes and a one-byte
+// probe past them are requested at once, and a probe that meets EOF proves
+// the file ends there. A file that grew meanwhile is read again to its end.
+func readAll(c *sftp.Client, p string, size int64) ([]byte, error) {
+	if size > maxFileSize {
+		return nil, fmt.Errorf("%w: %s is larger than %d bytes", ErrUnsafeFile, p, maxFileSize)
+	}
 	h, err := c.Open(p)
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", p, err)
 	}
-	defer h.Close()
-	// One request per 32 KiB (sftp's packet size) rather than io.ReadAll's
-	// doubling 512-byte reads, which would cost a round trip each.
-	var buf bytes.Buffer
+	// The handle is read-only: its close can trail behind the next request.
+	defer func() { go h.Close() }()
+
+	buf := make([]byte, size)
+	var (
+		n, pn      int
+		err1, err2 error
+		probe      [1]byte
+	)
+	concurrently(
+		func() { n, err1 = h.ReadAt(buf, 0) },
+		func() { pn, err2 = h.ReadAt(probe[:], size) },
+	)
+	if err1 != nil && !errors.Is(err1, io.EOF) {
+		return nil, fmt.Errorf("read %s: %w", p, err1)
+	}
+	if n < len(buf) || (pn == 0 && errors.Is(err2, io.EOF)) {
+		// Shorter than believed (it ends before size), or exactly size.
+		return buf[:n], nil
+	}
+	if err2 != nil && !errors.Is(err2, io.EOF) {
+		return nil, fmt.Errorf("read %s: %w", p, err2)
+	}
+	// Longer than believed: read on to the end.
+	data := buf[:n]
 	chunk := make([]byte, 32<<10)
-	for {
-		n, err := h.Read(chunk)
-		buf.Write(chunk[:n])
-		if buf.Len() > maxFileSize {
+	for off := int64(n); ; {
+		m, err := h.ReadAt(chunk, off)
+		data = append(data, chunk[:m]...)
+		off += int64(m)
+		if len(data) > maxFileSize {
 			return nil, fmt.Errorf("%w: %s is larger than %d bytes", ErrUnsafeFile, p, maxFileSize)
 		}
 		if errors.Is(err, io.EOF) {
-			return buf.Bytes(), nil
+			return data, nil
 		}
 		if err != nil {
 			return nil, fmt.Errorf("read %s: %w", p, err)
@@ -88,12 +117,25 @@ func readAll(c *sftp.Client, p string) ([]byte, error) {
 	}
 }
 
+// concurrently runs fns at once and waits for them: SFTP requests issued
+// together share one round trip. Only independent requests go together;
+// OpenSSH's server answers in order, but the order they are sent in is up
+// to the scheduler.
+func concurrently(fns ...func()) {
+	var wg sync.WaitGroup
+	for _, fn := range fns[1:] {
+		wg.Go(fn)
+	}
+	fns[0]()
+	wg.Wait()
+}
+
 // replace writes content as the new file, atomically, only if the file
 // still holds what f says was read; on success f describes the new file. The temporary file is created
 // exclusively beside the original (so it is on the same file system and a
 // planted link cannot redirect the write), given the original's owner and
 // at most its owner's permission bits (0600 for a new file) before any
-// content goes in, flushed, and renamed over the original with
+// content goes in, flushed, read back, and renamed over the original with
 // posix-rename@openssh.com. Nothing is written when the server lacks that
 // extension: a plain SFTP rename fails over an existing file, and
 // remove-then-rename would leave a window without the file.
@@ -127,16 +169,24 @@ func replace(c *sftp.Client, f *remoteFile, content []byte, beforeRename func(st
 	if f.exists {
 		mode = f.mode & 0o600
 	}
-	if err := h.Chmod(mode); err != nil {
-		return fmt.Errorf("chmod %s: %w", tmp, err)
+	// Mode and owner are set before any content goes in. A chown to the
+	// owner the file already has is a no-op; to another one it needs
+	// privileges, and failing is the right answer then: a root-owned
+	// authorized_keys must not become the login user's.
+	var chmodErr, chownErr error
+	concurrently(
+		func() { chmodErr = h.Chmod(mode) },
+		func() {
+			if f.exists && f.owner {
+				chownErr = h.Chown(int(f.uid), int(f.gid))
+			}
+		},
+	)
+	if chmodErr != nil {
+		return fmt.Errorf("chmod %s: %w", tmp, chmodErr)
 	}
-	if f.exists && f.owner {
-		// A chown to the owner we already have is a no-op; to another one it
-		// needs privileges. Failing is the right answer then: a root-owned
-		// authorized_keys must not become the login user's.
-		if err := h.Chown(int(f.uid), int(f.gid)); err != nil {
-			return fmt.Errorf("keep owner %d:%d of %s: %w", f.uid, f.gid, f.path, err)
-		}
+	if chownErr != nil {
+		return fmt.Errorf("keep owner %d:%d of %s: %w", f.uid, f.gid, f.path, chownErr)
 	}
 	if n, err := h.Write(content); err != nil || n != len(content) {
 		return fmt.Errorf("write %s: wrote %d of %d bytes: %w", tmp, n, len(content), err)
@@ -148,22 +198,49 @@ func replace(c *sftp.Client, f *remoteFile, content []byte, beforeRename func(st
 			return fmt.Errorf("sync %s: %w", tmp, err)
 		}
 	}
-	if err := h.Close(); err != nil {
-		return fmt.Errorf("close %s: %w", tmp, err)
-	}
-
 	if beforeRename != nil {
 		beforeRename(f.path)
 	}
-	now, err := readAuthorizedKeys(c, f.path)
-	if err != nil {
-		return fmt.Errorf("re-read before rename: %w", err)
-	}
-	if now.exists != f.exists || now.path != f.path || !bytes.Equal(now.data, f.data) {
+	// Before the rename, at once: the temporary file must hold exactly
+	// content with no wider mode than intended (a server may ignore a
+	// setstat, or another process may have written to it), and the original
+	// must still hold exactly what the edit was computed from.
+	var (
+		back         = make([]byte, len(content)+1)
+		backN        int
+		backErr      error
+		st           fs.FileInfo
+		stErr, reErr error
+		now          *remoteFile
+	)
+	concurrently(
+		func() { backN, backErr = h.ReadAt(back, 0) },
+		func() { st, stErr = h.Stat() },
+		func() { now, reErr = readAuthorizedKeys(c, f.path) },
+	)
+	switch {
+	case backErr != nil && !errors.Is(backErr, io.EOF):
+		return fmt.Errorf("read back %s: %w", tmp, backErr)
+	case !bytes.Equal(back[:backN], content):
+		return fmt.Errorf("read back %s: %d bytes differ from the %d written", tmp, backN, len(content))
+	case stErr != nil:
+		return fmt.Errorf("stat %s: %w", tmp, stErr)
+	case st.Mode().Perm()&^mode != 0:
+		return fmt.Errorf("%w: %s has mode %o after chmod %o", ErrUnsafeFile, tmp, st.Mode().Perm(), mode)
+	case reErr != nil:
+		return fmt.Errorf("re-read before rename: %w", reErr)
+	case now.exists != f.exists || now.path != f.path || !bytes.Equal(now.data, f.data):
 		return ErrConcurrentEdit
 	}
-	if err := c.PosixRename(tmp, f.path); err != nil {
-		return fmt.Errorf("rename %s to %s: %w", tmp, f.path, err)
+	// The handle can close while the rename goes out: the content is
+	// already synced, and renaming an open file is fine.
+	var renameErr error
+	concurrently(
+		func() { renameErr = c.PosixRename(tmp, f.path) },
+		func() { _ = h.Close() },
+	)
+	if renameErr != nil {
+		return fmt.Errorf("rename %s to %s: %w", tmp, f.path, renameErr)
 	}
 	f.exists, f.data, f.mode = true, content, mode
 	return nil
@@ -174,7 +251,7 @@ func replace(c *sftp.Client, f *remoteFile, content []byte, beforeRename func(st
 // retried (OpenSSH reports an existing file as a generic failure, so the
 // cause cannot be told apart before trying).
 func createExclusive(c *sftp.Client, tmp string) (*sftp.File, error) {
-	const flags = os.O_WRONLY | os.O_CREATE | os.O_EXCL
+	const flags = os.O_RDWR | os.O_CREATE | os.O_EXCL
 	h, err := c.OpenFile(tmp, flags)
 	if err == nil {
 		return h, nil
