@@ -16,8 +16,9 @@ import (
 //  2. read authorized_keys and, if no line lets the current key in, add one
 //     (atomic replace, only if the file did not change meanwhile);
 //  3. verify: unless the login of step 1 already used the current key and
-//     the file was not changed, log in again on a fresh connection offering
-//     the current key alone;
+//     the file was not changed, log in on a fresh connection offering the
+//     current key alone (its key exchange overlaps the write; the key is
+//     offered only after the rename);
 //  4. with RemoveRetired, and only once step 3 passed, remove every line
 //     whose key is retired the same way, then verify again.
 //

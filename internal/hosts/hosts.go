@@ -256,12 +256,20 @@ func (k Keys) normalized() (Keys, error) {
 	if err := k.Current.normalize(true); err != nil {
 		return Keys{}, fmt.Errorf("%w: current key: %w", ErrInvalidKeys, err)
 	}
-	k.Older = slices.Clone(k.Older)
-	for i := range k.Older {
-		if err := k.Older[i].normalize(false); err != nil {
+	// A key offered twice would cost a refused attempt against sshd's
+	// MaxAuthTries for nothing.
+	seen := map[string]bool{k.Current.Fingerprint: true}
+	var older []Key
+	for i, o := range k.Older {
+		if err := o.normalize(false); err != nil {
 			return Keys{}, fmt.Errorf("%w: older key %d: %w", ErrInvalidKeys, i+1, err)
 		}
+		if !seen[o.Fingerprint] {
+			seen[o.Fingerprint] = true
+			older = append(older, o)
+		}
 	}
+	k.Older = older
 	for _, fp := range k.Retired {
 		if fp == k.Current.Fingerprint {
 			return Keys{}, fmt.Errorf("%w: current key %s is listed as retired", ErrInvalidKeys, fp)
