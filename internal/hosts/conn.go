@@ -124,6 +124,14 @@ func dialOnce(ctx context.Context, t Target, keys []Key, hk *hostKeyChecker, gat
 		}
 	}
 	client := ssh.NewClient(c, chans, reqs)
+	if offered == 0 {
+		// Authenticated by "none": whatever key is in the file, this login
+		// proves nothing, and a verification that proves nothing must not
+		// let a retired key be removed.
+		client.Close()
+		stop()
+		return nil, 0, &loginError{StatusUnverified, ErrNoKeyAuth}
+	}
 	// The connection now lives until the caller closes the client or the
 	// context ends; stop stays armed for the latter.
 	_ = stop

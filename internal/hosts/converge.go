@@ -3,7 +3,9 @@ package hosts
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
+	"runtime/debug"
 	"sync"
 
 	"github.com/pkg/sftp"
@@ -31,6 +33,20 @@ func Converge(ctx context.Context, t Target, keys Keys, opts Options) (res Resul
 		res.Status = status
 		res.Err = &StepError{Host: t.Label(), Step: step, Err: err}
 		return res
+	}
+	defer func() {
+		// Not expected: x/crypto and pkg/sftp turn bad input into errors.
+		// But one bizarre host must not take the daemon and the other hosts
+		// down, and the file is safe whatever instant this happens at.
+		if p := recover(); p != nil {
+			res = fail(StatusStale, "converge", fmt.Errorf("internal error: %v", p))
+			if opts.Logger != nil {
+				opts.Logger.Error("panic converging host", "host", t.Label(), "err", res.Err, "stack", string(debug.Stack()))
+			}
+		}
+	}()
+	if err := ctx.Err(); err != nil {
+		return fail(StatusStale, "start", err)
 	}
 	keys, err := keys.normalized()
 	if err != nil {
@@ -90,7 +106,10 @@ func Converge(ctx context.Context, t Target, keys Keys, opts Options) (res Resul
 	if err != nil {
 		return fail(StatusStale, "start sftp", err)
 	}
-	defer sc.Close()
+	// Hanging up the connection first ends the SFTP session at once; the
+	// other order waits for the server's exit status, which a broken server
+	// may never send.
+	defer func() { client.Close(); sc.Close() }()
 	f, err := readAuthorizedKeys(sc, p)
 	if err != nil {
 		return fail(StatusStale, "read authorized_keys", err)

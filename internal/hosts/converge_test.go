@@ -3,6 +3,8 @@ package hosts
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
 	"errors"
 	"io"
 	"net"
@@ -14,6 +16,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/pkg/sftp"
+	"golang.org/x/crypto/ssh"
 
 	"github.com/rotatord/rotatord/internal/hosts/sshdtest"
 	"github.com/rotatord/rotatord/internal/keygen"
@@ -559,6 +564,71 @@ func TestConverge_BrokenServers(t *testing.T) {
 			}
 		})
 	}
+	t.Run("lets anyone in", func(t *testing.T) {
+		// An SSH server that asks for no key: no login can prove anything
+		// about authorized_keys, so rotatord changes nothing.
+		port := fakeSSHServer(t, &ssh.ServerConfig{NoClientAuth: true}, func(ch ssh.NewChannel) {
+			_ = ch.Reject(ssh.Prohibited, "no")
+		})
+		r := Converge(context.Background(), Target{Addr: "127.0.0.1", Port: port, User: "u"},
+			Keys{Current: cur.Key}, Options{HostKeys: HostKeys{Pins: newMemPins()}})
+		wantStatus(t, r, StatusUnverified)
+		if !errors.Is(r.Err, ErrNoKeyAuth) || r.LoggedInWith != "" {
+			t.Errorf("err %v logged in with %q", r.Err, r.LoggedInWith)
+		}
+	})
+	t.Run("garbage sftp", func(t *testing.T) {
+		cfg := &ssh.ServerConfig{PublicKeyCallback: func(ssh.ConnMetadata, ssh.PublicKey) (*ssh.Permissions, error) {
+			return nil, nil
+		}}
+		port := fakeSSHServer(t, cfg, func(nc ssh.NewChannel) {
+			ch, reqs, err := nc.Accept()
+			if err != nil {
+				return
+			}
+			defer ch.Close()
+			for req := range reqs {
+				_ = req.Reply(true, nil)
+				if req.Type == "subsystem" {
+					_, _ = ch.Write(bytes.Repeat([]byte{0xff, 0, 0x7f}, 3000))
+				}
+			}
+		})
+		r := Converge(context.Background(), Target{Addr: "127.0.0.1", Port: port, User: "u"},
+			Keys{Current: cur.Key}, Options{HostKeys: HostKeys{Pins: newMemPins()}, Timeout: 2 * time.Second})
+		wantStatus(t, r, StatusStale)
+		if r.LoggedInWith != cur.Fingerprint || r.Err == nil || !strings.Contains(r.Err.Error(), "start sftp") {
+			t.Errorf("logged in with %q, err %v", r.LoggedInWith, r.Err)
+		}
+	})
+	t.Run("sftp lies about the size", func(t *testing.T) {
+		cfg := &ssh.ServerConfig{PublicKeyCallback: func(ssh.ConnMetadata, ssh.PublicKey) (*ssh.Permissions, error) {
+			return nil, nil
+		}}
+		port := fakeSSHServer(t, cfg, func(nc ssh.NewChannel) {
+			ch, reqs, err := nc.Accept()
+			if err != nil {
+				return
+			}
+			defer ch.Close()
+			for req := range reqs {
+				_ = req.Reply(req.Type == "subsystem", nil)
+				if req.Type == "subsystem" {
+					go func() {
+						_ = sftp.NewRequestServer(ch, sftp.Handlers{
+							FileGet: lyingFS{}, FilePut: lyingFS{}, FileCmd: lyingFS{}, FileList: lyingFS{},
+						}).Serve()
+					}()
+				}
+			}
+		})
+		r := Converge(context.Background(), Target{Addr: "127.0.0.1", Port: port, User: "u"},
+			Keys{Current: cur.Key}, Options{HostKeys: HostKeys{Pins: newMemPins()}, Timeout: 5 * time.Second})
+		wantStatus(t, r, StatusStale)
+		if !errors.Is(r.Err, ErrUnsafeFile) {
+			t.Errorf("err %v, want ErrUnsafeFile", r.Err)
+		}
+	})
 	t.Run("closed port", func(t *testing.T) {
 		r := Converge(context.Background(), Target{Addr: "127.0.0.1", Port: sshdtest.FreePort(t), User: "u"},
 			Keys{Current: cur.Key}, Options{HostKeys: HostKeys{Pins: newMemPins()}})
@@ -614,3 +684,74 @@ func TestConverge_PinStoreFailure(t *testing.T) {
 		t.Errorf("file changed")
 	}
 }
+
+// fakeSSHServer serves x/crypto's SSH server on a loopback port for the
+// broken-server cases a real sshd cannot play, handing every channel to
+// handle.
+func fakeSSHServer(t *testing.T, cfg *ssh.ServerConfig, handle func(ssh.NewChannel)) int {
+	t.Helper()
+	_, hostPriv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hostSigner, err := ssh.NewSignerFromKey(hostPriv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.AddHostKey(hostSigner)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				sc, chans, reqs, err := ssh.NewServerConn(c, cfg)
+				if err != nil {
+					return
+				}
+				defer sc.Close()
+				go ssh.DiscardRequests(reqs)
+				for ch := range chans {
+					go handle(ch)
+				}
+			}()
+		}
+	}()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// lyingFS is an SFTP file system whose every file claims 2^62 bytes.
+type lyingFS struct{}
+
+type hugeFile struct{}
+
+func (hugeFile) Name() string       { return "authorized_keys" }
+func (hugeFile) Size() int64        { return 1 << 62 }
+func (hugeFile) Mode() os.FileMode  { return 0o600 }
+func (hugeFile) ModTime() time.Time { return time.Time{} }
+func (hugeFile) IsDir() bool        { return false }
+func (hugeFile) Sys() any           { return nil }
+
+type oneFile struct{}
+
+func (oneFile) ListAt(fs []os.FileInfo, off int64) (int, error) {
+	if off > 0 || len(fs) == 0 {
+		return 0, io.EOF
+	}
+	fs[0] = hugeFile{}
+	return 1, io.EOF
+}
+
+func (lyingFS) Fileread(*sftp.Request) (io.ReaderAt, error) {
+	return bytes.NewReader(make([]byte, 1<<20)), nil
+}
+func (lyingFS) Filewrite(*sftp.Request) (io.WriterAt, error)  { return nil, os.ErrPermission }
+func (lyingFS) Filecmd(*sftp.Request) error                   { return os.ErrPermission }
+func (lyingFS) Filelist(*sftp.Request) (sftp.ListerAt, error) { return oneFile{}, nil }

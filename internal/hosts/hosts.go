@@ -56,7 +56,8 @@ const (
 	StatusUnreachable Status = "unreachable"
 	// StatusUnverified: the current key is in the file but a fresh login
 	// with it alone failed (sshd reads another file, a from= option excludes
-	// rotatord, the host went away). No key was removed.
+	// rotatord, the host went away), or the server lets anyone in without a
+	// key so no login proves anything. No key was removed.
 	StatusUnverified Status = "unverified"
 	// StatusDenied: the host answered but none of the keys rotatord holds
 	// opens it. Nothing was changed; a human must put a key back.
@@ -95,6 +96,9 @@ var (
 	// ErrUnsafeFile: authorized_keys is not something rotatord will edit (not
 	// a regular file, too large, a dangling link).
 	ErrUnsafeFile = errors.New("unsafe authorized_keys")
+	// ErrNoKeyAuth: the server let rotatord in without checking a key, so no
+	// login can prove which keys the host trusts; nothing is changed.
+	ErrNoKeyAuth = errors.New("server accepted a login without a key")
 )
 
 // HostKeyChangedError reports a host whose host key differs from the one

@@ -68,7 +68,7 @@ func readAuthorizedKeys(c *sftp.Client, p string) (*remoteFile, error) {
 // probe past them are requested at once, and a probe that meets EOF proves
 // the file ends there. A file that grew meanwhile is read again to its end.
 func readAll(c *sftp.Client, p string, size int64) ([]byte, error) {
-	if size > maxFileSize {
+	if size < 0 || size > maxFileSize { // a broken server can claim any size
 		return nil, fmt.Errorf("%w: %s is larger than %d bytes", ErrUnsafeFile, p, maxFileSize)
 	}
 	h, err := c.Open(p)
