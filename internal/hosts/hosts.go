@@ -84,7 +84,7 @@ var (
 	ErrNoHostKeyPolicy = errors.New("no host key verification configured")
 	// ErrDenied: none of the offered keys was accepted.
 	ErrDenied = errors.New("no key rotatord holds was accepted")
-	// ErrConcurrentEdit: the file changed between the read an edit was
+	// ErrConcurrentEdit: the file changed between the read that an edit was
 	// computed from and the rename; nothing was overwritten. Retry.
 	ErrConcurrentEdit = errors.New("authorized_keys changed while rotatord was editing it")
 	// ErrNoAtomicRename: the SFTP server lacks posix-rename@openssh.com, so
@@ -118,8 +118,9 @@ func (e *HostKeyChangedError) Error() string {
 func (e *HostKeyChangedError) Is(target error) bool { return target == ErrHostKeyChanged }
 
 // StepError is the error of one host: which host (its label), which step
-// ("connect", "login", "read authorized_keys", "add key", "verify",
-// "remove retired keys", "verify after removal") and why.
+// and why. Steps: "validate keys", "validate target", "wait for host lock",
+// "check host key", "login", "start sftp", "read authorized_keys",
+// "add key", "verify", "remove retired keys", "verify after removal".
 type StepError struct {
 	Host string
 	Step string
@@ -356,7 +357,9 @@ type Options struct {
 	// DryRun logs in and reads the file but changes nothing: Result.Added
 	// and Result.Removed say what a real run would do (plan).
 	DryRun bool
-	// Logger receives one line per change and per failure; default discard.
+	// Logger receives a line per change (key added, keys removed) and a
+	// warning per changed host key; results, failures included, are the
+	// caller's to log. Default: discard.
 	Logger *slog.Logger
 
 	// Concurrency bounds the hosts ConvergeAll works on at once. Default 16.
@@ -389,8 +392,10 @@ type Result struct {
 	ContactedAt time.Time
 	// LoggedInWith is the fingerprint of the key the first login used.
 	LoggedInWith string
-	// Verified: a fresh login offering the current key alone succeeded in
-	// this call, after any change to the file.
+	// Verified: in this call, after any change to the file, a login
+	// authenticated with the current key alone (a fresh connection that
+	// offered nothing else, or the first login when the current key, offered
+	// first, was accepted and nothing needed adding).
 	Verified bool
 	// Added and Removed are the fingerprints added to and removed from the
 	// file by this call (in a dry run: that would be).
