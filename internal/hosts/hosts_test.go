@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/rotatord/rotatord/internal/secret"
 )
 
 func TestParseTarget(t *testing.T) {
@@ -143,5 +145,40 @@ func TestLockTable(t *testing.T) {
 	defer lt.mu.Unlock()
 	if len(lt.locks) != 0 {
 		t.Errorf("lock entries left behind: %d", len(lt.locks))
+	}
+}
+
+func TestKeyFromPrivate(t *testing.T) {
+	cur := ed25519Key(t, "rotatord:p")
+	other := ed25519Key(t, "x")
+	k, err := KeyFromPrivate(secret.Secret(cur.pem), cur.line)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k.Fingerprint != cur.Fingerprint || k.AuthorizedKey != cur.line || k.Signer == nil {
+		t.Errorf("got %+v", k)
+	}
+	if k, err := KeyFromPrivate(secret.Secret(cur.pem), ""); err != nil || k.Fingerprint != cur.Fingerprint {
+		t.Errorf("older key without a line: %v", err)
+	}
+	corrupt := strings.Replace(cur.pem, privateBodies(cur.pem)[0][:20], "AAAAAAAAAAAAAAAAAAAA", 1)
+	for name, tc := range map[string][2]string{
+		"other key's line": {cur.pem, other.line},
+		"not a key":        {"hello", ""},
+		"corrupt":          {corrupt, ""},
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := KeyFromPrivate(secret.Secret(tc[0]), tc[1])
+			if !errors.Is(err, ErrInvalidKeys) {
+				t.Fatalf("err %v, want ErrInvalidKeys", err)
+			}
+			// keygen names the PEM block type ("OPENSSH PRIVATE KEY"), a
+			// label; no byte of the key itself may appear.
+			for _, body := range privateBodies(cur.pem) {
+				if strings.Contains(err.Error(), body) || strings.Contains(err.Error(), body[:20]) {
+					t.Errorf("error quotes the private key: %v", err)
+				}
+			}
+		})
 	}
 }
