@@ -50,15 +50,12 @@ func (a *App) Status(ctx context.Context) (control.Status, error) {
 			if err != nil {
 				return err
 			}
+			if cur, ok := state.Current(recs); ok {
+				ps.CurrentKeyID, ps.CurrentKeyName, ps.Fingerprint, ps.KeyCreatedAt = cur.KeyID, cur.Name, cur.Fingerprint, cur.CreatedAt
+				ps.AgeSeconds = int64(now.Sub(cur.CreatedAt) / time.Second)
+			}
 			for _, r := range recs {
-				switch r.Status {
-				case state.KeyActive:
-					if r.ActivatedAt.Before(ps.KeyCreatedAt) && ps.CurrentKeyID != "" {
-						continue
-					}
-					ps.CurrentKeyID, ps.CurrentKeyName, ps.Fingerprint, ps.KeyCreatedAt = r.KeyID, r.Name, r.Fingerprint, r.CreatedAt
-					ps.AgeSeconds = int64(now.Sub(r.CreatedAt) / time.Second)
-				case state.KeyRetiring:
+				if r.Status == state.KeyRetiring {
 					ps.RetiringKeys++
 				}
 			}

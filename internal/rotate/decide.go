@@ -53,6 +53,7 @@ func Decide(o Observation) Decision {
 		onProvider[k.ID] = k
 	}
 	known := make(map[string]bool, len(o.Records))
+	var active []state.KeyRecord // active and on the provider as recorded
 	for i := range o.Records {
 		r := o.Records[i]
 		known[r.KeyID] = true
@@ -71,9 +72,7 @@ func Decide(o Observation) Decision {
 				d.Missing = append(d.Missing, r)
 				continue
 			}
-			if d.Current == nil || r.ActivatedAt.After(d.Current.ActivatedAt) {
-				d.Current = &r
-			}
+			active = append(active, r)
 		case state.KeyRetiring, state.KeyOrphaned:
 			if !r.DeleteAfter.After(o.Now) {
 				d.Retire = append(d.Retire, r)
@@ -81,6 +80,9 @@ func Decide(o Observation) Decision {
 				d.Waiting = append(d.Waiting, r)
 			}
 		}
+	}
+	if cur, ok := state.Current(active); ok {
+		d.Current = &cur
 	}
 	for _, k := range o.ProviderKeys {
 		if known[k.ID] {

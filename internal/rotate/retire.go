@@ -172,17 +172,12 @@ func (e *Engine) checkOverdue(p policy.Policy) error {
 		if err != nil {
 			return nil, false, err
 		}
-		var cur *state.KeyRecord
-		for i := range recs {
-			if recs[i].Status == state.KeyActive && (cur == nil || recs[i].ActivatedAt.After(cur.ActivatedAt)) {
-				cur = &recs[i]
-			}
-		}
-		if cur == nil || now.Sub(cur.CreatedAt) <= p.MaxAge {
+		cur, ok := state.Current(recs)
+		if !ok || now.Sub(cur.CreatedAt) <= p.MaxAge {
 			return nil, false, nil
 		}
 		st, err := tx.PolicyStatus(p.Name)
-		return cur, err == nil && !st.OverdueAlerted, err
+		return &cur, err == nil && !st.OverdueAlerted, err
 	}
 	var due bool
 	if err := e.cfg.Journal.View(func(tx state.Tx) (err error) { _, due, err = overdue(tx); return err }); err != nil || !due {

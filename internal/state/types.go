@@ -222,3 +222,18 @@ func (s *PolicyStatus) normalize() {
 func (e *Event) normalize() {
 	e.GraceDeadline, e.Time = utc(e.GraceDeadline), utc(e.Time)
 }
+
+// Current returns the policy's current key among recs: of the active
+// records, the one activated last. A policy normally has exactly one; the
+// engine, the status and the report all pick with this one rule, so they
+// never disagree about which key is current.
+func Current(recs []KeyRecord) (KeyRecord, bool) {
+	var cur KeyRecord
+	found := false
+	for _, r := range recs {
+		if r.Status == KeyActive && (!found || r.ActivatedAt.After(cur.ActivatedAt)) {
+			cur, found = r, true
+		}
+	}
+	return cur, found
+}
