@@ -121,6 +121,13 @@ func cmdPlan(ctx context.Context, args []string, stdout, stderr io.Writer) error
 func printPlan(w io.Writer, plans []rotate.PolicyPlan, now time.Time) {
 	for _, pp := range plans {
 		fmt.Fprintf(w, "policy %s (%s): %s\n", pp.Policy, pp.Provider, pp.Reason)
+		switch {
+		case pp.NextWindow.IsZero():
+		case !now.Before(pp.NextWindow):
+			fmt.Fprintf(w, "  maintenance window open until %s\n", pp.WindowCloses.UTC().Format(time.RFC3339))
+		default:
+			fmt.Fprintf(w, "  next maintenance window %s to %s\n", pp.NextWindow.UTC().Format(time.RFC3339), pp.WindowCloses.UTC().Format(time.RFC3339))
+		}
 		if len(pp.Actions) == 0 {
 			fmt.Fprintln(w, "  nothing to do")
 		}
