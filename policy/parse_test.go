@@ -260,6 +260,27 @@ func TestParse_invalid(t *testing.T) {
 		{"jitter_past_max_age", []string{
 			`invalid/jitter_past_max_age.yaml:21: policy "gpu-team": jitter: must be at most 0: the window (from defaults at line 16) opens as much as 5d apart (from Thu 2024-01-04 10:00 UTC to Tue 2024-01-09 10:00 UTC) and rotate_before is 5d from defaults at line 15, so with a longer jitter a key falling due just after a window opens would pass max_age before the next one opens (got "1h")`,
 		}},
+		{"webhook_literal_url", []string{
+			`invalid/webhook_literal_url.yaml:14: webhook "deploy": url: use url_env: VAR or url_file: PATH; secrets are never written in the config`,
+		}},
+		{"webhook_url_env_holds_url", []string{
+			`invalid/webhook_url_env_holds_url.yaml:14: webhook "deploy": url_env: must be the name of an environment variable (letters, digits, _), not the secret itself`,
+		}},
+		{"webhook_without_secret", []string{
+			`invalid/webhook_without_secret.yaml:13: webhook "deploy": secret_env: one of secret_env or secret_file is required`,
+		}},
+		{"webhook_unknown_event", []string{
+			`invalid/webhook_unknown_event.yaml:15: webhook #1: events: unknown event; events are rotated, deleted, failed, overdue, failing, recovered or reload_failed (got "expired")`,
+		}},
+		{"webhook_no_events", []string{
+			`invalid/webhook_no_events.yaml:16: webhook "deploy": events: must name at least one event; leave it out for every event`,
+		}},
+		{"webhook_same_name", []string{
+			`invalid/webhook_same_name.yaml:16: webhook #2: name: the webhook at line 13 is also called DEPLOY_HOOK_URL; set distinct names`,
+		}},
+		{"webhook_insecure_word", []string{
+			`invalid/webhook_insecure_word.yaml:16: webhook "deploy": insecure: must be true or false (got "yes")`,
+		}},
 		{"yaml_syntax", []string{
 			`invalid/yaml_syntax.yaml:17: invalid YAML: did not find expected ',' or ']'`,
 		}},
@@ -422,6 +443,30 @@ func TestParse_valid(t *testing.T) {
 				},
 			},
 		}},
+		{"valid/webhooks.yaml", &Config{
+			File:    "valid/webhooks.yaml",
+			State:   StateConfig{Path: "/var/lib/rotatord/state.db"},
+			Control: ControlConfig{Socket: "/run/rotatord/rotatord.sock"},
+			Vault: VaultConfig{Address: "https://vault.internal:8200", Mount: "secret",
+				Auth: VaultAuth{Method: "token", TokenEnv: "VAULT_TOKEN"}},
+			Providers: []Provider{{Name: "sesterce-prod", Type: "sesterce", BaseURL: "https://api.cloud.sesterce.com",
+				APIKeyEnv: "SESTERCE_API_KEY", Line: 5}},
+			Policies: []Policy{{
+				Name: "gpu-team", Provider: "sesterce-prod", ProviderType: "sesterce",
+				Schedule: "0 3 * * *", MaxAge: 90 * day, RotateBefore: 7 * day, GracePeriod: 7 * day, MaxFailures: 5,
+				Key:         KeySpec{Type: "ed25519", Generate: "local"},
+				MakeDefault: true, NamePrefix: "gpu-team", VaultPath: "ssh/sesterce/gpu-team",
+				Notify: Notify{On: allEvents}, Line: 9,
+			}},
+			Webhooks: []Webhook{
+				{Name: "DEPLOY_HOOK_URL", URLEnv: "DEPLOY_HOOK_URL", SecretEnv: "DEPLOY_HOOK_SECRET",
+					Events: append(allEvents[:len(allEvents):len(allEvents)], "reload_failed"), Line: 13},
+				{Name: "secrets-sync", URLFile: "/etc/rotatord/sync.url", SecretFile: "/etc/rotatord/sync.secret",
+					Events: []string{"rotated", "reload_failed"}, Insecure: true, Line: 15},
+				{Name: "audit-hook", URLFile: "/run/credentials/rotatord.service/audit hook.url", SecretFile: "/etc/rotatord/audit.secret",
+					Events: []string{"failed"}, Line: 20},
+			},
+		}},
 	}
 	for _, tt := range tests {
 		t.Run(filepath.Base(tt.file), func(t *testing.T) {
@@ -487,6 +532,10 @@ func TestLoad_example(t *testing.T) {
 		!reflect.DeepEqual(inf.Notify.On, allEvents) || inf.Window != nil || inf.Jitter != 0 {
 		t.Errorf("inference = %+v", inf)
 	}
+	if want := []Webhook{{Name: "deploy-pipeline", URLEnv: "DEPLOY_HOOK_URL", SecretEnv: "DEPLOY_HOOK_SECRET",
+		Events: []string{"rotated", "deleted", "failed"}, Line: len(strings.Split(exampleUntil(t, "  - name: deploy-pipeline"), "\n"))}}; !reflect.DeepEqual(cfg.Webhooks, want) {
+		t.Errorf("Webhooks = %+v, want %+v", cfg.Webhooks, want)
+	}
 	gcore, ok := cfg.ProviderByName("gcore-prod")
 	if !ok || gcore.APIKeyFile != "/etc/rotatord/gcore.key" || gcore.BaseURL != "https://api.gcore.com" {
 		t.Errorf("gcore-prod = %+v", gcore)
@@ -511,7 +560,7 @@ func TestLoad_exampleDocumentsEveryKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	text := string(b)
-	for _, keys := range [][]string{topKeys, vaultKeys, authKeys, slackKeys, reportKeys, providerKeys, policyKeys, keySpecKeys, notifyKeys, windowKeys,
+	for _, keys := range [][]string{topKeys, vaultKeys, authKeys, slackKeys, reportKeys, providerKeys, policyKeys, keySpecKeys, notifyKeys, windowKeys, webhookKeys,
 		{"path", "socket", "listen"}} {
 		for _, k := range keys {
 			if !strings.Contains(text, " "+k+":") && !strings.Contains(text, "\n"+k+":") {
@@ -519,4 +568,20 @@ func TestLoad_exampleDocumentsEveryKey(t *testing.T) {
 			}
 		}
 	}
+}
+
+// exampleUntil returns policies.example.yaml up to the line that starts
+// with prefix, that line included.
+func exampleUntil(t *testing.T, prefix string) string {
+	t.Helper()
+	b, err := os.ReadFile("../policies.example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(b)
+	i := strings.Index(text, "\n"+prefix)
+	if i < 0 {
+		t.Fatalf("policies.example.yaml has no line %q", prefix)
+	}
+	return text[:i+1+len(prefix)]
 }

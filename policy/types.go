@@ -43,6 +43,7 @@ type Config struct {
 	Report    *ReportConfig // nil when absent
 	Providers []Provider
 	Policies  []Policy
+	Webhooks  []Webhook // empty when absent
 }
 
 // StateConfig locates the bbolt file.
