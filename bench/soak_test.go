@@ -16,6 +16,7 @@ import (
 	"github.com/rotatord/rotatord/internal/keygen"
 	"github.com/rotatord/rotatord/internal/secret"
 	"github.com/rotatord/rotatord/internal/state"
+	"github.com/rotatord/rotatord/internal/state/bolt"
 	"github.com/rotatord/rotatord/internal/vault"
 )
 
@@ -218,7 +219,7 @@ func fingerprint(pub string) (string, error) {
 // policies lost their key (no usable active key).
 func (s *setup) checkPromises(t *testing.T, store *vault.Store, fake *fakecloud) int {
 	t.Helper()
-	db, err := state.Open(filepath.Join(s.dir, "state.db"), state.Options{ReadOnly: true})
+	db, err := bolt.OpenStore(filepath.Join(s.dir, "state.db"), bolt.Options{ReadOnly: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -228,7 +229,7 @@ func (s *setup) checkPromises(t *testing.T, store *vault.Store, fake *fakecloud)
 	for i, name := range s.names {
 		var active []state.KeyRecord
 		var open []state.Rotation
-		_ = db.View(func(tx *state.Tx) error {
+		_ = db.View(func(tx state.Tx) error {
 			recs, _ := tx.Keys(name)
 			for _, r := range recs {
 				if r.Status == state.KeyActive {

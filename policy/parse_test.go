@@ -278,6 +278,9 @@ func TestParse_invalid(t *testing.T) {
 		{"webhook_same_name", []string{
 			`invalid/webhook_same_name.yaml:16: webhook #2: name: the webhook at line 13 is also called DEPLOY_HOOK_URL; set distinct names`,
 		}},
+		{"webhook_named_slack", []string{
+			`invalid/webhook_named_slack.yaml:13: webhook "slack": name: slack is reserved for the Slack notifications' outbox; name the webhook otherwise`,
+		}},
 		{"webhook_insecure_word", []string{
 			`invalid/webhook_insecure_word.yaml:16: webhook "deploy": insecure: must be true or false (got "yes")`,
 		}},

@@ -22,7 +22,9 @@ const (
 	GenerateProvider = "provider"
 )
 
-// Notification events a policy may subscribe to in notify.on.
+// Event kinds: the one set of names for what rotatord tells people about,
+// in Slack, webhooks, the outbox and notify.on. Events() lists the ones a
+// policy may subscribe to.
 const (
 	EventRotated   = "rotated"
 	EventDeleted   = "deleted"
@@ -30,6 +32,11 @@ const (
 	EventOverdue   = "overdue"
 	EventFailing   = "failing"
 	EventRecovered = "recovered"
+
+	// The daemon raises these, not a policy: a reload that kept the old
+	// config, and the scheduled compliance digest.
+	EventReloadFailed = "reload_failed"
+	EventReport       = "report"
 )
 
 // Config is one parsed, validated configuration file.

@@ -8,12 +8,9 @@ import (
 	"gopkg.in/yaml.v3"
 )
 
-// EventReloadFailed is the daemon-wide event of a rejected config reload;
-// webhooks may subscribe to it next to the policy events.
-const EventReloadFailed = "reload_failed"
-
 // WebhookEvents lists every event a webhook may subscribe to, in the order
-// of its default events list.
+// of its default events list: the policy events and the daemon's
+// reload_failed (the digest, EventReport, is Slack's alone).
 func WebhookEvents() []string { return append(Events(), EventReloadFailed) }
 
 // Webhook is one receiver of rotatord's events, each POSTed as a CloudEvents
@@ -48,6 +45,10 @@ func (w Webhook) Wants(event string) bool {
 	}
 	return false
 }
+
+// reservedSinkName is the outbox sink of Slack (state.SinkSlack), which no
+// webhook may share.
+const reservedSinkName = "slack"
 
 var webhookKeys = []string{"name", "url_env", "url_file", "secret_env", "secret_file", "events", "insecure"}
 
@@ -99,6 +100,12 @@ func (p *parser) webhooks(top fields) []Webhook {
 			wh.Name, nameLine = wh.URLEnv, urls[0].line
 		case wh.URLFile != "":
 			wh.Name, nameLine = fileName(wh.URLFile), urls[1].line
+		}
+		if wh.Name == reservedSinkName {
+			// Each webhook has an outbox of its own under its name, next
+			// to Slack's.
+			p.errorf(nameLine, w, "name", "%s is reserved for the Slack notifications' outbox; name the webhook otherwise", reservedSinkName)
+			wh.Name = ""
 		}
 		if wh.Name != "" {
 			if line, dup := first[wh.Name]; dup {

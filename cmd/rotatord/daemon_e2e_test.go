@@ -14,6 +14,7 @@ import (
 	"github.com/rotatord/rotatord/internal/cloud/cloudtest"
 	"github.com/rotatord/rotatord/internal/control"
 	"github.com/rotatord/rotatord/internal/state"
+	"github.com/rotatord/rotatord/internal/state/bolt"
 )
 
 func TestDaemon_RotatesOnSchedule(t *testing.T) {
@@ -276,7 +277,7 @@ func TestDaemon_StateFileIsPrivate(t *testing.T) {
 	if fi.Mode().Perm() != 0o600 {
 		t.Fatalf("state file mode %v, want 0600", fi.Mode().Perm())
 	}
-	db, err := state.Open(e.statePath(), state.Options{ReadOnly: true})
+	db, err := bolt.OpenStore(e.statePath(), bolt.Options{ReadOnly: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -333,12 +334,12 @@ func TestDaemon_NoSlackQueuesNothing(t *testing.T) {
 			t.Fatal(stderr)
 		}
 	}
-	db, err := state.Open(e.statePath(), state.Options{ReadOnly: true})
+	db, err := bolt.OpenStore(e.statePath(), bolt.Options{ReadOnly: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	_ = db.View(func(tx *state.Tx) error {
+	_ = db.View(func(tx state.Tx) error {
 		n, err := tx.OutboxLen()
 		if n != 0 {
 			t.Errorf("%d notifications queued with no Slack configured; the outbox would grow forever", n)

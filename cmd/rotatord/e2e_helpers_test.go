@@ -25,6 +25,7 @@ import (
 	"github.com/rotatord/rotatord/internal/keygen"
 	"github.com/rotatord/rotatord/internal/secret"
 	"github.com/rotatord/rotatord/internal/state"
+	"github.com/rotatord/rotatord/internal/state/bolt"
 	"github.com/rotatord/rotatord/internal/vault"
 	"github.com/rotatord/rotatord/internal/vault/vaulttest"
 )
@@ -378,8 +379,8 @@ func (e *env) assertConverged(p policyYAML, when string) cloud.Key {
 	}
 	var active []state.KeyRecord
 	var open []state.Rotation
-	db, err := state.Open(e.statePath(), state.Options{ReadOnly: true, Timeout: 100 * time.Millisecond})
-	if errors.Is(err, state.ErrLocked) {
+	db, err := bolt.OpenStore(e.statePath(), bolt.Options{ReadOnly: true, Timeout: 100 * time.Millisecond})
+	if errors.Is(err, bolt.ErrLocked) {
 		// A daemon runs and holds the state: ask it.
 		st, err := control.NewClient(e.socket()).Status(context.Background())
 		if err != nil {
@@ -400,7 +401,7 @@ func (e *env) assertConverged(p policyYAML, when string) cloud.Key {
 	if err != nil {
 		e.t.Fatalf("%s: open state: %v", when, err)
 	}
-	_ = db.View(func(tx *state.Tx) error {
+	_ = db.View(func(tx state.Tx) error {
 		recs, _ := tx.Keys(p.Name)
 		for _, r := range recs {
 			if r.Status == state.KeyActive {

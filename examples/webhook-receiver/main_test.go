@@ -15,6 +15,7 @@ import (
 
 	"github.com/rotatord/rotatord/internal/notify"
 	"github.com/rotatord/rotatord/internal/secret"
+	"github.com/rotatord/rotatord/policy"
 )
 
 const shared = "whsec-example-shared-secret"
@@ -43,7 +44,7 @@ func start(t *testing.T) (*httptest.Server, *recorder, *bytes.Buffer) {
 
 func rotated() notify.Event {
 	return notify.Event{
-		Kind: notify.KindRotated, Policy: "gpu-team", Provider: "sesterce-prod",
+		Kind: policy.EventRotated, Policy: "gpu-team", Provider: "sesterce-prod",
 		KeyName: "gpu-team-20261201T100000", KeyID: "65f1c0ffee0000000000beef",
 		NewFingerprint: "SHA256:newNEWnewNEWnewNEWnewNEWnewNEWnewNEWnew", VaultPath: "ssh/sesterce/gpu-team",
 		Time: time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC),

@@ -22,6 +22,7 @@ import (
 	"github.com/rotatord/rotatord/internal/rotate"
 	"github.com/rotatord/rotatord/internal/scheduler"
 	"github.com/rotatord/rotatord/internal/state"
+	"github.com/rotatord/rotatord/internal/state/bolt"
 	"github.com/rotatord/rotatord/internal/vault"
 	"github.com/rotatord/rotatord/policy"
 )
@@ -52,7 +53,7 @@ type Options struct {
 type App struct {
 	opts  Options
 	log   *slog.Logger
-	db    *state.DB
+	db    state.Store
 	keys  *keyStore
 	slack *notify.Slack
 	disp  *notify.Dispatcher
@@ -98,7 +99,7 @@ func New(ctx context.Context, cfg *policy.Config, opts Options) (*App, error) {
 		opts.SweepInterval = time.Minute
 	}
 	a := &App{opts: opts, log: opts.Logger, locks: rotate.NewLocks(), met: NewMetrics()}
-	db, err := state.Open(cfg.State.Path, state.Options{ReadOnly: opts.ReadOnly})
+	db, err := bolt.OpenStore(cfg.State.Path, bolt.Options{ReadOnly: opts.ReadOnly})
 	if err != nil {
 		return nil, fmt.Errorf("open state: %w", err)
 	}
@@ -171,7 +172,7 @@ func (a *App) openSlack(cfg *policy.Config) error {
 	if a.slack, err = notify.New(sc); err != nil {
 		return fmt.Errorf("slack: %w", err)
 	}
-	a.disp = notify.NewDispatcher(outbox{a.db}, a.slack, notify.DispatcherOptions{Logger: a.log.With("component", "notify")})
+	a.disp = notify.NewDispatcher(outbox{a.db, state.SinkSlack}, a.slack, notify.DispatcherOptions{Logger: a.log.With("component", "notify")})
 	return nil
 }
 
@@ -196,9 +197,17 @@ func (a *App) build(cfg *policy.Config) (*runtime, error) {
 	eng := rotate.New(rotate.Config{
 		Journal: a.db, Keys: keys, Providers: provs, Locks: a.locks, ProviderConcurrency: conc,
 		Logger: a.log.With("component", "rotate"), Kick: kick, Hook: a.opts.Hook,
-		BackoffBase: a.opts.BackoffBase, Silent: a.disp == nil,
+		BackoffBase: a.opts.BackoffBase, Sinks: a.sinks(),
 	})
 	return &runtime{cfg: cfg, providers: provs, engine: eng, loaded: time.Now()}, nil
+}
+
+// sinks are the notification destinations the engine queues for.
+func (a *App) sinks() []rotate.Sink {
+	if a.disp == nil {
+		return nil // no Slack: the outbox would only grow
+	}
+	return []rotate.Sink{rotate.NotifySink(state.SinkSlack)}
 }
 
 func (a *App) runtime() *runtime {
@@ -278,8 +287,8 @@ func (a *App) postDigest(ctx context.Context, rt *runtime) {
 		a.log.Error("report digest", "err", err)
 		return
 	}
-	ev := state.Event{Kind: state.EventReport, Channel: rt.cfg.Report.Channel, Detail: rep.Digest(), Time: time.Now()}
-	if err := a.db.Update(func(tx *state.Tx) error { _, err := tx.Enqueue(ev); return err }); err != nil {
+	ev := state.Event{Kind: policy.EventReport, Channel: rt.cfg.Report.Channel, Detail: rep.Digest(), Time: time.Now()}
+	if err := a.db.Update(func(tx state.Tx) error { _, err := tx.Enqueue(ev, state.SinkSlack); return err }); err != nil {
 		a.log.Error("queue report digest", "err", err)
 		return
 	}
@@ -365,8 +374,8 @@ func (a *App) ReloadFailed(err error) {
 	if a.disp == nil {
 		return // no Slack: the log and the metric say it
 	}
-	_ = a.db.Update(func(tx *state.Tx) error {
-		_, err := tx.Enqueue(state.Event{Kind: "reload_failed", Error: err.Error(), Time: time.Now()})
+	_ = a.db.Update(func(tx state.Tx) error {
+		_, err := tx.Enqueue(state.Event{Kind: policy.EventReloadFailed, Error: err.Error(), Time: time.Now()}, state.SinkSlack)
 		return err
 	})
 	a.disp.Kick()
@@ -522,7 +531,7 @@ func (a *App) listen(cfg *policy.Config) error {
 
 // health is /healthz: the state file answers and the last reload was good.
 func (a *App) health() error {
-	if err := a.db.View(func(*state.Tx) error { return nil }); err != nil {
+	if err := a.db.View(func(state.Tx) error { return nil }); err != nil {
 		return fmt.Errorf("state: %w", err)
 	}
 	return nil

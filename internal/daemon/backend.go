@@ -26,7 +26,7 @@ func (a *App) Status(ctx context.Context) (control.Status, error) {
 	a.reloadMu.Lock()
 	st.LastReloadOK, st.LastReloadErr = a.reloadErr == "", a.reloadErr
 	a.reloadMu.Unlock()
-	err := a.db.View(func(tx *state.Tx) error {
+	err := a.db.View(func(tx state.Tx) error {
 		n, err := tx.OutboxLen()
 		if err != nil {
 			return err

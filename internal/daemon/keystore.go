@@ -65,6 +65,14 @@ func (k *keyStore) Get(ctx context.Context, path string) (map[string]string, int
 	return st.Get(ctx, path)
 }
 
+func (k *keyStore) GetVersion(ctx context.Context, path string, version int) (map[string]string, error) {
+	st, err := k.connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return st.GetVersion(ctx, path, version)
+}
+
 func (k *keyStore) Delete(ctx context.Context, path string) error {
 	st, err := k.connect(ctx)
 	if err != nil {

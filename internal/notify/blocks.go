@@ -11,6 +11,7 @@ import (
 	"github.com/slack-go/slack"
 
 	"github.com/rotatord/rotatord/internal/secret"
+	"github.com/rotatord/rotatord/policy"
 )
 
 // Slack's Block Kit limits. A message that breaks one is refused whole
@@ -25,14 +26,14 @@ const (
 
 // headers gives each kind its emoji and wording; %s is the policy name.
 var headers = map[string]string{
-	KindRotated:      ":key: %s rotated",
-	KindDeleted:      ":wastebasket: %s: old key deleted",
-	KindFailed:       ":x: %s rotation failed",
-	KindOverdue:      ":hourglass: %s key overdue",
-	KindFailing:      ":rotating_light: %s is failing",
-	KindRecovered:    ":white_check_mark: %s recovered",
-	KindReloadFailed: ":warning: %s config reload failed",
-	KindReport:       ":clipboard: %s key compliance report",
+	policy.EventRotated:      ":key: %s rotated",
+	policy.EventDeleted:      ":wastebasket: %s: old key deleted",
+	policy.EventFailed:       ":x: %s rotation failed",
+	policy.EventOverdue:      ":hourglass: %s key overdue",
+	policy.EventFailing:      ":rotating_light: %s is failing",
+	policy.EventRecovered:    ":white_check_mark: %s recovered",
+	policy.EventReloadFailed: ":warning: %s config reload failed",
+	policy.EventReport:       ":clipboard: %s key compliance report",
 }
 
 // Blocks renders ev as a Block Kit message: a header line for its kind, a

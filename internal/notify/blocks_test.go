@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 	"unicode/utf8"
+
+	"github.com/rotatord/rotatord/policy"
 )
 
 const plantedPEM = "-----BEGIN OPENSSH PRIVATE KEY-----\n" +
@@ -69,7 +71,7 @@ func TestBlocks(t *testing.T) {
 
 	t.Run("free text cannot mention the channel", func(t *testing.T) {
 		ev := rotatedEvent()
-		ev.Kind, ev.Error, ev.Detail = KindFailed, "provider says <!channel> & <@U123>", "see <https://evil|here>"
+		ev.Kind, ev.Error, ev.Detail = policy.EventFailed, "provider says <!channel> & <@U123>", "see <https://evil|here>"
 		blocks, text := render(t, ev)
 		for _, s := range []string{blocks, text} {
 			if strings.Contains(s, "<!channel>") || strings.Contains(s, "<@U123>") || strings.Contains(s, "<https://evil") {
@@ -84,7 +86,7 @@ func TestBlocks(t *testing.T) {
 	t.Run("long texts are cut to Slack's limits", func(t *testing.T) {
 		ev := rotatedEvent()
 		ev.Policy = strings.Repeat("p", 200)
-		ev.Kind, ev.Error, ev.Detail = KindFailed, strings.Repeat("e", 5000), strings.Repeat("d", 5000)
+		ev.Kind, ev.Error, ev.Detail = policy.EventFailed, strings.Repeat("e", 5000), strings.Repeat("d", 5000)
 		text, bs := Blocks(ev)
 		raw, _ := json.Marshal(bs)
 		var decoded []struct {
@@ -123,7 +125,7 @@ func TestBlocks(t *testing.T) {
 
 	t.Run("planted key material is redacted everywhere", func(t *testing.T) {
 		ev := rotatedEvent()
-		ev.Kind = KindFailed
+		ev.Kind = policy.EventFailed
 		ev.Error = "upload: provider echoed " + plantedPEM
 		ev.Detail = "response: " + strings.ReplaceAll(plantedPEM, "\n", `\n`)
 		ev.KeyName = plantedPEM

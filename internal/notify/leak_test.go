@@ -13,12 +13,13 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/rotatord/rotatord/internal/secret"
+	"github.com/rotatord/rotatord/policy"
 )
 
 // leakyEvent carries planted key material in its free text fields.
 func leakyEvent() Event {
 	ev := rotatedEvent()
-	ev.Kind = KindFailed
+	ev.Kind = policy.EventFailed
 	ev.Error = "upload key: provider echoed the request: " + plantedPEM
 	ev.Detail = `journal entry {"private_key":"` + strings.ReplaceAll(plantedPEM, "\n", `\n`) + `"}`
 	return ev

@@ -25,25 +25,15 @@ import (
 	"github.com/rotatord/rotatord/internal/secret"
 )
 
-// Event kinds. They match the names a policy lists in notify.on, plus the
-// daemon-wide ones (reload_failed, report).
-const (
-	KindRotated      = "rotated"
-	KindDeleted      = "deleted"
-	KindFailed       = "failed"
-	KindOverdue      = "overdue"
-	KindFailing      = "failing"
-	KindRecovered    = "recovered"
-	KindReloadFailed = "reload_failed"
-	KindReport       = "report"
-)
-
 // Event is one thing that happened and that people should hear about. It
 // describes keys by name, ID and fingerprint only: it never carries key
 // material, and Blocks redacts anything PEM-shaped that slips into the free
 // text fields anyway. The JSON tags are its stable form in the outbox.
 type Event struct {
-	Kind      string `json:"kind"` // one of the Kind constants
+	// ID is the same for every copy of one event (Slack, each webhook) and
+	// across delivery attempts, so a receiver can drop a repeat.
+	ID        string `json:"id,omitempty"`
+	Kind      string `json:"kind"` // one of the policy.Event constants
 	Policy    string `json:"policy,omitempty"`
 	Provider  string `json:"provider,omitempty"`
 	ProjectID int64  `json:"project_id,omitempty"` // Gcore project; 0 when not applicable

@@ -16,12 +16,13 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/rotatord/rotatord/internal/secret"
+	"github.com/rotatord/rotatord/policy"
 )
 
 // rotatedEvent is a typical successful rotation of a Sesterce policy.
 func rotatedEvent() Event {
 	return Event{
-		Kind:           KindRotated,
+		Kind:           policy.EventRotated,
 		Policy:         "gpu-team",
 		Provider:       "sesterce-prod",
 		Channel:        "#gpu-ops",
@@ -73,7 +74,7 @@ func TestSlack_Send(t *testing.T) {
 		{
 			name: "deleted to the default channel",
 			ev: with(func(e *Event) {
-				e.Kind, e.Channel, e.NewFingerprint, e.GraceDeadline = KindDeleted, "", "", time.Time{}
+				e.Kind, e.Channel, e.NewFingerprint, e.GraceDeadline = policy.EventDeleted, "", "", time.Time{}
 			}),
 			wantChannel: "#ops-keys",
 			want: []string{
@@ -86,7 +87,7 @@ func TestSlack_Send(t *testing.T) {
 		{
 			name: "failed carries the error",
 			ev: with(func(e *Event) {
-				e.Kind, e.Error = KindFailed, `sesterce-prod: create: 403 "API key invalid"`
+				e.Kind, e.Error = policy.EventFailed, `sesterce-prod: create: 403 "API key invalid"`
 				e.NewFingerprint, e.KeyID, e.GraceDeadline = "", "", time.Time{}
 			}),
 			wantChannel: "#gpu-ops",
@@ -95,31 +96,31 @@ func TestSlack_Send(t *testing.T) {
 		},
 		{
 			name:        "overdue",
-			ev:          Event{Kind: KindOverdue, Policy: "inference", Provider: "gcore-prod", ProjectID: 1234, KeyName: "inference-20241101T030000", Detail: "age 95d, max_age 90d", Time: t0},
+			ev:          Event{Kind: policy.EventOverdue, Policy: "inference", Provider: "gcore-prod", ProjectID: 1234, KeyName: "inference-20241101T030000", Detail: "age 95d, max_age 90d", Time: t0},
 			wantChannel: "#ops-keys",
 			want:        []string{":hourglass: inference key overdue", "*Provider*\ngcore-prod (project 1234)", "age 95d, max_age 90d"},
 		},
 		{
 			name:        "failing",
-			ev:          Event{Kind: KindFailing, Policy: "inference", Provider: "gcore-prod", Error: "5 consecutive failures: list keys: 503", Time: t0},
+			ev:          Event{Kind: policy.EventFailing, Policy: "inference", Provider: "gcore-prod", Error: "5 consecutive failures: list keys: 503", Time: t0},
 			wantChannel: "#ops-keys",
 			want:        []string{":rotating_light: inference is failing", "5 consecutive failures: list keys: 503"},
 		},
 		{
 			name:        "recovered",
-			ev:          Event{Kind: KindRecovered, Policy: "inference", Provider: "gcore-prod", Channel: "#ml", Time: t0},
+			ev:          Event{Kind: policy.EventRecovered, Policy: "inference", Provider: "gcore-prod", Channel: "#ml", Time: t0},
 			wantChannel: "#ml",
 			want:        []string{":white_check_mark: inference recovered"},
 		},
 		{
 			name:        "reload failed names no policy",
-			ev:          Event{Kind: KindReloadFailed, Error: `policies.yaml:14: policy "gpu-team": schedule: invalid cron spec "* *"`, Time: t0},
+			ev:          Event{Kind: policy.EventReloadFailed, Error: `policies.yaml:14: policy "gpu-team": schedule: invalid cron spec "* *"`, Time: t0},
 			wantChannel: "#ops-keys",
 			want:        []string{":warning: config reload failed", `policies.yaml:14: policy "gpu-team": schedule: invalid cron spec "* *"`},
 		},
 		{
 			name:        "report to its own channel",
-			ev:          Event{Kind: KindReport, Channel: "#compliance", Detail: "12 keys: 10 ok, 1 due, 1 overdue", Time: t0},
+			ev:          Event{Kind: policy.EventReport, Channel: "#compliance", Detail: "12 keys: 10 ok, 1 due, 1 overdue", Time: t0},
 			wantChannel: "#compliance",
 			want:        []string{":clipboard: key compliance report", "12 keys: 10 ok, 1 due, 1 overdue"},
 		},

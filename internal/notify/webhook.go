@@ -230,9 +230,13 @@ type eventData struct {
 }
 
 // EventID is the CloudEvents id of ev: the first 16 bytes of the SHA-256
-// of its canonical JSON, in hex. The outbox keeps an event's bytes as they
-// were queued, so every retry of it, before or after a restart, and every
-// webhook it goes to, carries the same id; receivers deduplicate on it.
+// of its JSON as stored, in hex. The outbox keeps an event's bytes as they
+// were queued, ev.ID included, so every retry of it, before or after a
+// restart, and every webhook it goes to, carries the same id; receivers
+// deduplicate on it. ev.ID alone ("ev-N") is not used: it counts from 1
+// again in a new state file, and CloudEvents wants source and id unique
+// for each distinct event, so a receiver that remembers ids would drop the
+// first events after a state reset.
 func EventID(ev Event) string {
 	b, _ := json.Marshal(ev) // a struct of strings, ints and times cannot fail
 	sum := sha256.Sum256(b)

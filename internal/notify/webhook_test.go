@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/rotatord/rotatord/internal/secret"
+	"github.com/rotatord/rotatord/policy"
 )
 
 const testWebhookSecret = secret.Secret("whsec-Sh4redS1gn1ngS3cret")
@@ -307,15 +308,15 @@ func TestWebhook_cloudEvent(t *testing.T) {
 // reported delivered without a request, so they never clog its outbox.
 func TestWebhook_eventFilter(t *testing.T) {
 	rcv := newReceiver(t)
-	w := newTestWebhook(t, rcv.URL, func(c *WebhookConfig) { c.Events = []string{KindFailed, KindReloadFailed} })
-	if w.Wants(KindRotated) || !w.Wants(KindFailed) {
-		t.Errorf("Wants(rotated) = %v, Wants(failed) = %v", w.Wants(KindRotated), w.Wants(KindFailed))
+	w := newTestWebhook(t, rcv.URL, func(c *WebhookConfig) { c.Events = []string{policy.EventFailed, policy.EventReloadFailed} })
+	if w.Wants(policy.EventRotated) || !w.Wants(policy.EventFailed) {
+		t.Errorf("Wants(rotated) = %v, Wants(failed) = %v", w.Wants(policy.EventRotated), w.Wants(policy.EventFailed))
 	}
 	if err := w.Send(context.Background(), rotatedEvent()); err != nil {
 		t.Fatal(err)
 	}
 	failed := rotatedEvent()
-	failed.Kind = KindFailed
+	failed.Kind = policy.EventFailed
 	if err := w.Send(context.Background(), failed); err != nil {
 		t.Fatal(err)
 	}

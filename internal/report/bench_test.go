@@ -14,6 +14,7 @@ import (
 
 	"github.com/rotatord/rotatord/internal/cloud"
 	"github.com/rotatord/rotatord/internal/state"
+	"github.com/rotatord/rotatord/internal/state/bolt"
 	"github.com/rotatord/rotatord/policy"
 )
 
@@ -39,14 +40,14 @@ func BenchmarkGenerate(b *testing.B) {
 			NamePrefix: fmt.Sprintf("policy-%04d", p),
 		})
 	}
-	build := func(b *testing.B, deleted int) *state.DB {
-		db, err := state.Open(filepath.Join(b.TempDir(), "state.db"), state.Options{NoSync: true})
+	build := func(b *testing.B, deleted int) state.Store {
+		db, err := bolt.OpenStore(filepath.Join(b.TempDir(), "state.db"), bolt.Options{NoSync: true})
 		if err != nil {
 			b.Fatal(err)
 		}
 		b.Cleanup(func() { _ = db.Close() })
 		for p0 := 0; p0 < policies; p0 += 50 {
-			err := db.UpdateNow(func(tx *state.Tx) error {
+			err := db.Update(func(tx state.Tx) error {
 				for p := p0; p < p0+50; p++ {
 					pol := cfg.Policies[p]
 					for k := range perPolicy {
@@ -116,7 +117,7 @@ func BenchmarkGenerate(b *testing.B) {
 		// The provider lists every recorded key; built here, not kept from
 		// the build, so that it is not live during the other cases.
 		byProject := make(map[int64][]cloud.Key)
-		if err := db.View(func(tx *state.Tx) error {
+		if err := db.View(func(tx state.Tx) error {
 			return tx.ForEachKey(func(r state.KeyRecord) error {
 				byProject[r.ProjectID] = append(byProject[r.ProjectID], cloud.Key{ID: r.KeyID, Name: r.Name,
 					Fingerprint: r.Fingerprint, PublicKey: r.PublicKey, CreatedAt: r.CreatedAt, ProjectID: r.ProjectID})

@@ -12,6 +12,7 @@ import (
 
 	"github.com/rotatord/rotatord/internal/cloud"
 	"github.com/rotatord/rotatord/internal/state"
+	"github.com/rotatord/rotatord/internal/state/bolt"
 	"github.com/rotatord/rotatord/policy"
 )
 
@@ -97,7 +98,7 @@ func testConfig() *policy.Config {
 // fixture is a state file and provider listings covering every status.
 type fixture struct {
 	cfg       *policy.Config
-	db        *state.DB
+	db        state.Store
 	providers map[string]cloud.Provider
 	records   []state.KeyRecord
 }
@@ -133,7 +134,7 @@ const (
 
 func newFixture(t testing.TB) *fixture {
 	t.Helper()
-	db, err := state.Open(filepath.Join(t.TempDir(), "state.db"), state.Options{NoSync: true})
+	db, err := bolt.OpenStore(filepath.Join(t.TempDir(), "state.db"), bolt.Options{NoSync: true})
 	if err != nil {
 		t.Fatalf("open state: %v", err)
 	}
@@ -184,7 +185,7 @@ func newFixture(t testing.TB) *fixture {
 			LastResult: "failed", LastError: "create key: provider said: " + privateKeyText,
 		},
 	}
-	if err := db.UpdateNow(func(tx *state.Tx) error {
+	if err := db.Update(func(tx state.Tx) error {
 		for _, r := range records {
 			if err := tx.PutKey(r); err != nil {
 				return err

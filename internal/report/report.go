@@ -115,7 +115,7 @@ type Source struct {
 	Now    time.Time
 	Config *policy.Config
 	State  interface {
-		View(fn func(tx *state.Tx) error) error
+		View(fn func(tx state.Tx) error) error
 	}
 	// Providers by provider name. Nil means state only: no listing, so no
 	// unmanaged or unrecorded orphan rows and no default flags. Metrics use
@@ -270,7 +270,7 @@ func (g *generator) warn(format string, args ...any) {
 
 // readState turns every key record into a row (or skips it) and loads the
 // policies' status.
-func (g *generator) readState(tx *state.Tx) error {
+func (g *generator) readState(tx state.Tx) error {
 	g.status = make(map[string]state.PolicyStatus, len(g.policies))
 	g.lastActive = make(map[string]time.Time, len(g.policies))
 	g.hasActive = make(map[string]bool, len(g.policies))

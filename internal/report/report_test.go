@@ -195,7 +195,7 @@ func TestGenerate(t *testing.T) {
 
 	t.Run("policy without a key", func(t *testing.T) {
 		f := newFixture(t)
-		if err := f.db.UpdateNow(func(tx *state.Tx) error {
+		if err := f.db.Update(func(tx state.Tx) error {
 			if err := tx.DeleteKeyRecord("batch", idOverdue); err != nil {
 				return err
 			}
@@ -238,7 +238,7 @@ func TestGenerate(t *testing.T) {
 
 type failingState struct{}
 
-func (failingState) View(func(tx *state.Tx) error) error {
+func (failingState) View(func(tx state.Tx) error) error {
 	return errors.New("bbolt: database not open")
 }
 

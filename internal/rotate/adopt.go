@@ -35,7 +35,7 @@ func (e *Engine) adopt(ctx context.Context, p policy.Policy, prov cloud.Provider
 	for _, k := range d.Orphans {
 		switch {
 		case d.Current == nil && current != nil && k.Fingerprint != "" && current[fieldFinger] == k.Fingerprint:
-			err = e.cfg.Journal.Update(func(tx *state.Tx) error {
+			err = e.commit(p, func(tx *txn) error {
 				if err := tx.PutKey(state.KeyRecord{
 					Policy: p.Name, Provider: p.Provider, ProjectID: p.ProjectID,
 					KeyID: k.ID, Name: k.Name, Fingerprint: k.Fingerprint, PublicKey: k.PublicKey,
@@ -44,7 +44,7 @@ func (e *Engine) adopt(ctx context.Context, p policy.Policy, prov cloud.Provider
 				}); err != nil {
 					return err
 				}
-				return e.audit(tx, p, "key_adopted", k.ID, k.Name, k.Fingerprint, current[fieldRotationID], TriggerResume,
+				return tx.audit("key_adopted", k.ID, k.Name, k.Fingerprint, current[fieldRotationID], TriggerResume,
 					"no record, but its private half is at "+p.VaultPath+": active again")
 			})
 			if err != nil {
@@ -61,7 +61,7 @@ func (e *Engine) adopt(ctx context.Context, p policy.Policy, prov cloud.Provider
 				VaultVersion: curVer, StartedAt: now,
 			}
 			var exists bool
-			if err := e.cfg.Journal.View(func(tx *state.Tx) (err error) { _, exists, err = tx.Rotation(r.ID); return err }); err != nil {
+			if err := e.cfg.Journal.View(func(tx state.Tx) (err error) { _, exists, err = tx.Rotation(r.ID); return err }); err != nil {
 				return adopted, err
 			}
 			if r.ID == "" || exists {

@@ -56,11 +56,11 @@ type Config struct {
 	Now       func() time.Time
 	// Generate makes a key pair; default keygen.Generate.
 	Generate func(spec keygen.Spec, comment string) (*keygen.Key, error)
-	// Kick is called after events were queued, to wake the notifier.
+	// Kick is called after events were queued, to wake the notifiers.
 	Kick func()
-	// Silent queues no notifications (no Slack configured): the outbox
-	// would only grow. The audit log is written either way.
-	Silent bool
+	// Sinks are where notifications go (Slack, webhooks); an event no
+	// sink wants is not queued. The audit log is written either way.
+	Sinks []Sink
 	// Concurrency bounds the requests in flight to each provider account
 	// (default 8); ProviderConcurrency overrides it per provider name.
 	// Rotations in flight per provider are bounded at 8x that, so that
@@ -366,7 +366,7 @@ func (res *Result) fill(r *state.Rotation) {
 // run may have added a key the snapshot lacks.
 func (e *Engine) observe(ctx context.Context, p policy.Policy, prov cloud.Provider, force bool, snap *snapshot) (Observation, error) {
 	obs := Observation{Policy: p, Force: force}
-	err := e.cfg.Journal.View(func(tx *state.Tx) error {
+	err := e.cfg.Journal.View(func(tx state.Tx) error {
 		var err error
 		if obs.Records, err = tx.Keys(p.Name); err != nil {
 			return err
@@ -393,9 +393,7 @@ func (e *Engine) reconcile(p policy.Policy, d Decision) error {
 		return nil
 	}
 	now := e.cfg.Now()
-	queued := false
-	err := e.cfg.Journal.Update(func(tx *state.Tx) error {
-		queued = false
+	err := e.commit(p, func(tx *txn) error {
 		for _, r := range d.Missing {
 			wasActive := r.Status == state.KeyActive
 			r.Status = state.KeyDeleted
@@ -404,18 +402,16 @@ func (e *Engine) reconcile(p policy.Policy, d Decision) error {
 				return err
 			}
 			detail := "key no longer on the provider (deleted or changed out of band)"
-			if err := e.audit(tx, p, "key_missing", r.KeyID, r.Name, r.Fingerprint, r.RotationID, TriggerSchedule, detail); err != nil {
+			if err := tx.audit("key_missing", r.KeyID, r.Name, r.Fingerprint, r.RotationID, TriggerSchedule, detail); err != nil {
 				return err
 			}
 			if wasActive {
-				ev := e.event(p, "failed", now)
+				ev := e.event(p, policy.EventFailed, now)
 				ev.KeyID, ev.KeyName, ev.OldFingerprint = r.KeyID, r.Name, r.Fingerprint
 				ev.Error = "current key " + r.Name + " was deleted or changed on the provider out of band; rotating"
-				ok, err := e.enqueue(tx, p, ev)
-				if err != nil {
+				if err := tx.notify(ev); err != nil {
 					return err
 				}
-				queued = queued || ok
 			}
 		}
 		for _, k := range d.Orphans {
@@ -428,7 +424,7 @@ func (e *Engine) reconcile(p policy.Policy, d Decision) error {
 				return err
 			}
 			detail := "rotatord-named key with no record; deleting after the grace period"
-			if err := e.audit(tx, p, "key_orphaned", k.ID, k.Name, k.Fingerprint, "", TriggerSchedule, detail); err != nil {
+			if err := tx.audit("key_orphaned", k.ID, k.Name, k.Fingerprint, "", TriggerSchedule, detail); err != nil {
 				return err
 			}
 		}
@@ -442,9 +438,6 @@ func (e *Engine) reconcile(p policy.Policy, d Decision) error {
 	}
 	for _, k := range d.Orphans {
 		e.log.Warn("orphaned key found; deleting after grace period", "policy", p.Name, "key_id", k.ID, "fingerprint", k.Fingerprint)
-	}
-	if queued {
-		e.cfg.Kick()
 	}
 	return nil
 }
@@ -494,7 +487,7 @@ func (e *Engine) Sweep(ctx context.Context, p policy.Policy) ([]string, error) {
 	}
 	var due bool
 	now := e.cfg.Now()
-	err = e.cfg.Journal.View(func(tx *state.Tx) error {
+	err = e.cfg.Journal.View(func(tx state.Tx) error {
 		recs, err := tx.Keys(p.Name)
 		for _, r := range recs {
 			if (r.Status == state.KeyRetiring || r.Status == state.KeyOrphaned) && !r.DeleteAfter.After(now) {

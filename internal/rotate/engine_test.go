@@ -15,6 +15,7 @@ import (
 	"github.com/rotatord/rotatord/internal/keygen"
 	"github.com/rotatord/rotatord/internal/rotate"
 	"github.com/rotatord/rotatord/internal/state"
+	"github.com/rotatord/rotatord/internal/state/bolt"
 	"github.com/rotatord/rotatord/policy"
 )
 
@@ -128,7 +129,7 @@ func TestEngine_VaultSealedUploadsNothing(t *testing.T) {
 	old := h.assertConverged(p)
 	creates := h.fake.Requests(cloudtest.RouteSesterceCreate)
 
-	h.vault.Seal(t)
+	h.store.Seal()
 	res := h.run(p, rotate.Options{Force: true, Trigger: rotate.TriggerCLI})
 	if res.Err == nil || !strings.Contains(res.Err.Error(), "sealed") {
 		t.Fatalf("run with a sealed Vault: err = %v, want one that says sealed", res.Err)
@@ -141,7 +142,7 @@ func TestEngine_VaultSealedUploadsNothing(t *testing.T) {
 		t.Fatalf("provider keys changed while Vault was sealed: %+v", keys)
 	}
 
-	h.vault.Unseal(t)
+	h.store.Unseal()
 	res = h.mustRun(p, rotate.Options{Force: true, Trigger: rotate.TriggerCLI})
 	if !res.Rotated {
 		t.Fatal("no rotation after Vault was unsealed")
@@ -207,7 +208,7 @@ func TestEngine_UnauthorizedFailsFast(t *testing.T) {
 		t.Errorf("after 5 failures: failed=%d failing=%d events, want 1 and 1", countKind(evs, "failed"), countKind(evs, "failing"))
 	}
 	var st state.PolicyStatus
-	_ = h.db.View(func(tx *state.Tx) (err error) { st, err = tx.PolicyStatus(p.Name); return })
+	_ = h.db.View(func(tx state.Tx) (err error) { st, err = tx.PolicyStatus(p.Name); return })
 	if st.ConsecutiveFailures != 5 || !st.Failing {
 		t.Errorf("status = %+v, want 5 failures and failing", st)
 	}
@@ -337,7 +338,7 @@ func TestEngine_PlanChangesNothing(t *testing.T) {
 		return b.String()
 	}
 	before := snapshot()
-	dbBefore, _ := os.ReadFile(h.db.Path())
+	dbBefore, _ := os.ReadFile(h.dbPath)
 	creates := h.fake.Requests(cloudtest.RouteSesterceCreate) + h.fake.Requests(cloudtest.RouteGcoreCreate)
 
 	var plans []rotate.PolicyPlan
@@ -351,7 +352,7 @@ func TestEngine_PlanChangesNothing(t *testing.T) {
 	if snapshot() != before {
 		t.Fatal("plan changed the provider or Vault")
 	}
-	dbAfter, _ := os.ReadFile(h.db.Path())
+	dbAfter, _ := os.ReadFile(h.dbPath)
 	if string(dbBefore) != string(dbAfter) {
 		t.Fatal("plan changed the state file")
 	}
@@ -379,9 +380,9 @@ func TestEngine_NoPrivateKeyInStateOrLogs(t *testing.T) {
 		h.mustRun(p, rotate.Options{})
 		h.mustRun(p, rotate.Options{Force: true})
 	}
-	h.vault.Seal(t)
+	h.store.Seal()
 	h.run(sestercePolicy(), rotate.Options{Force: true}) // an error path too
-	h.vault.Unseal(t)
+	h.store.Unseal()
 	var bodies []string
 	for _, p := range []policy.Policy{sestercePolicy(), gcorePolicy()} {
 		data, _, _ := h.vaultKey(p.VaultPath)
@@ -389,7 +390,7 @@ func TestEngine_NoPrivateKeyInStateOrLogs(t *testing.T) {
 		bodies = append(bodies, lines[1], lines[2]) // PEM body lines
 	}
 	h.db.Close()
-	raw, err := os.ReadFile(h.db.Path())
+	raw, err := os.ReadFile(h.dbPath)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -520,13 +521,13 @@ func TestEngine_AdoptsKeysAfterStateLoss(t *testing.T) {
 	cur := h.assertConverged(p)
 
 	// The state file is lost (disk replaced, no backup).
-	path := h.db.Path()
+	path := h.dbPath
 	h.db.Close()
 	if err := os.Remove(path); err != nil {
 		t.Fatal(err)
 	}
 	var err error
-	if h.db, err = state.Open(path, state.Options{}); err != nil {
+	if h.db, err = bolt.OpenStore(path, bolt.Options{}); err != nil {
 		t.Fatal(err)
 	}
 	h.engine = h.newEngine()

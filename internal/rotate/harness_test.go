@@ -18,7 +18,7 @@ import (
 	"github.com/rotatord/rotatord/internal/rotate"
 	"github.com/rotatord/rotatord/internal/secret"
 	"github.com/rotatord/rotatord/internal/state"
-	"github.com/rotatord/rotatord/internal/vault"
+	"github.com/rotatord/rotatord/internal/state/bolt"
 	"github.com/rotatord/rotatord/internal/vault/vaulttest"
 	"github.com/rotatord/rotatord/policy"
 )
@@ -51,14 +51,16 @@ func (s *syncBuffer) Write(p []byte) (int, error) {
 }
 func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
-// harness is one engine wired to real parts: a Vault dev server, the
-// contract fake of both providers through the real clients, and bbolt.
+// harness is one engine wired to the contract fake of both providers
+// through the real clients, bbolt, and the in-memory KV v2 store that
+// passes the same suite as a real Vault (vaulttest.Memory), so these tests
+// run anywhere; the crash, end-to-end and soak tests use a real Vault.
 type harness struct {
 	t      *testing.T
-	vault  *vaulttest.Server
-	store  *vault.Store
+	store  *vaulttest.Memory
 	fake   *cloudtest.Server
-	db     *state.DB
+	db     state.Store
+	dbPath string
 	clock  *clock
 	logs   *syncBuffer
 	provs  map[string]cloud.Provider
@@ -70,19 +72,12 @@ type harness struct {
 func newHarness(t *testing.T) *harness {
 	t.Helper()
 	h := &harness{t: t, clock: &clock{t: time.Now().UTC()}, logs: &syncBuffer{}, locks: rotate.NewLocks()}
-	h.vault = vaulttest.Start(t)
-	var err error
-	h.store, err = vault.New(context.Background(), vault.Config{
-		Address: h.vault.Addr, Mount: vaulttest.Mount, Auth: vault.Auth{Token: h.vault.RootToken},
-		Timeout: 5 * time.Second, MaxRetries: -1,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(h.store.Close)
+	h.store = vaulttest.NewMemory()
 	h.fake = cloudtest.NewServer(cloudtest.Options{})
 	t.Cleanup(h.fake.Close)
-	h.db, err = state.Open(filepath.Join(t.TempDir(), "state.db"), state.Options{})
+	h.dbPath = filepath.Join(t.TempDir(), "state.db")
+	var err error
+	h.db, err = bolt.OpenStore(h.dbPath, bolt.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,6 +116,7 @@ func (h *harness) newEngine() *rotate.Engine {
 		Journal: h.db, Keys: h.store, Providers: h.provs, Locks: h.locks, Now: h.clock.Now,
 		Logger:      slog.New(slog.NewJSONHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		BackoffBase: time.Millisecond, BackoffMax: time.Millisecond,
+		Sinks: []rotate.Sink{rotate.NotifySink(state.SinkSlack)},
 		Hook: func(p string) {
 			if h.hook != nil {
 				h.hook(p)
@@ -202,7 +198,7 @@ func (h *harness) vaultKey(path string) (data map[string]string, version int, fp
 func (h *harness) assertConverged(p policy.Policy) cloud.Key {
 	h.t.Helper()
 	var current []state.KeyRecord
-	if err := h.db.View(func(tx *state.Tx) error {
+	if err := h.db.View(func(tx state.Tx) error {
 		recs, err := tx.Keys(p.Name)
 		for _, r := range recs {
 			if r.Status == state.KeyActive {
@@ -251,8 +247,8 @@ func (h *harness) managedKeys(p policy.Policy) []cloud.Key {
 
 func (h *harness) events() []state.Event {
 	var evs []state.Event
-	_ = h.db.View(func(tx *state.Tx) error {
-		es, err := tx.PendingOutbox(time.Now().AddDate(100, 0, 0), 100000)
+	_ = h.db.View(func(tx state.Tx) error {
+		es, err := tx.PendingOutbox(state.SinkSlack, time.Now().AddDate(100, 0, 0), 100000)
 		for _, e := range es {
 			evs = append(evs, e.Event)
 		}

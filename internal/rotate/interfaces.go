@@ -18,14 +18,18 @@ type KeyStore interface {
 	Put(ctx context.Context, path string, data map[string]string, cas int) (version int, err error)
 	// Get reads the latest version.
 	Get(ctx context.Context, path string) (data map[string]string, version int, err error)
+	// GetVersion reads one version: the keys a path held before, kept
+	// while their grace period lasts (and a few more, as KV v2 keeps).
+	GetVersion(ctx context.Context, path string, version int) (data map[string]string, err error)
 	// Delete removes every version of path; an absent path is not an error.
 	Delete(ctx context.Context, path string) error
 }
 
-// Journal is the durable record of what the engine did and is doing.
-// internal/state implements it over bbolt. Update may run fn more than once
-// (batched commits), so fn must only touch the transaction.
+// Journal is the durable record of what the engine did and is doing: a
+// state.Store, over bbolt or etcd. Update may run fn more than once
+// (batched commits, retried conflicts), so fn must only touch the
+// transaction.
 type Journal interface {
-	Update(fn func(tx *state.Tx) error) error
-	View(fn func(tx *state.Tx) error) error
+	Update(fn func(tx state.Tx) error) error
+	View(fn func(tx state.Tx) error) error
 }

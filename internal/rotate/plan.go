@@ -48,7 +48,7 @@ func (e *Engine) Plan(ctx context.Context, p policy.Policy) (PolicyPlan, error) 
 		return pp, err
 	}
 	var open []state.Rotation
-	err = e.cfg.Journal.View(func(tx *state.Tx) error {
+	err = e.cfg.Journal.View(func(tx state.Tx) error {
 		var err error
 		open, err = tx.OpenRotationsOf(p.Name)
 		return err

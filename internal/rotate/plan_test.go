@@ -51,7 +51,7 @@ func windowed() policy.Policy {
 // and Slack are told about why the key was replaced.
 func (h *harness) rotatedDetail(p policy.Policy) (audit, slack string) {
 	h.t.Helper()
-	if err := h.db.View(func(tx *state.Tx) error {
+	if err := h.db.View(func(tx state.Tx) error {
 		return tx.ForEachAudit(func(a state.AuditEntry) error {
 			if a.Policy == p.Name && a.Action == "rotated" {
 				audit = a.Detail

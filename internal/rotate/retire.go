@@ -42,9 +42,7 @@ func (e *Engine) retire(ctx context.Context, p policy.Policy, prov cloud.Provide
 		}
 		e.cfg.Hook("after:delete")
 		now := e.cfg.Now()
-		queued := false
-		err = e.cfg.Journal.Update(func(tx *state.Tx) error {
-			queued = false
+		err = e.commit(p, func(tx *txn) error {
 			r := rec
 			r.Status = state.KeyDeleted
 			r.DeletedAt = now
@@ -55,23 +53,18 @@ func (e *Engine) retire(ctx context.Context, p policy.Policy, prov cloud.Provide
 			if rec.Status == state.KeyOrphaned {
 				detail = "orphaned key removed after the grace period"
 			}
-			if err := e.audit(tx, p, "deleted", r.KeyID, r.Name, r.Fingerprint, r.RotationID, TriggerSchedule, detail); err != nil {
+			if err := tx.audit("deleted", r.KeyID, r.Name, r.Fingerprint, r.RotationID, TriggerSchedule, detail); err != nil {
 				return err
 			}
 			ev := e.event(p, policy.EventDeleted, now)
 			ev.KeyID, ev.KeyName, ev.OldFingerprint, ev.Detail = r.KeyID, r.Name, r.Fingerprint, detail
-			var err error
-			queued, err = e.enqueue(tx, p, ev)
-			return err
+			return tx.notify(ev)
 		})
 		if err != nil {
 			errs = append(errs, fmt.Errorf("record deletion of %s: %w", rec.KeyID, err))
 			continue
 		}
 		e.log.Info("deleted retired key", "policy", p.Name, "key_id", rec.KeyID, "fingerprint", rec.Fingerprint)
-		if queued {
-			e.cfg.Kick()
-		}
 		deleted = append(deleted, rec.KeyID)
 	}
 	return deleted, errors.Join(errs...)
@@ -102,27 +95,22 @@ func (e *Engine) recordOutcome(p policy.Policy, opts Options, res *Result, runEr
 	if errors.Is(runErr, ErrBusy) || errors.Is(runErr, context.Canceled) || (runErr == nil && res.Rotated) {
 		return nil
 	}
-	now := e.cfg.Now()
-	queued := false
-	err := e.cfg.Journal.Update(func(tx *state.Tx) (err error) {
-		queued, err = e.applyOutcome(tx, p, now, false, runErr, res.RotationID, res.KeyID, res.KeyName, res.Fingerprint, opts.Trigger)
-		return err
+	err := e.commit(p, func(tx *txn) error {
+		return tx.applyOutcome(e.cfg.Now(), false, runErr, res.RotationID, res.KeyID, res.KeyName, res.Fingerprint, opts.Trigger)
 	})
 	if runErr != nil {
 		e.log.Error("rotation failed", "policy", p.Name, "rotation_id", res.RotationID, "err", runErr)
 	}
-	if queued {
-		e.cfg.Kick()
-	}
 	return err
 }
 
-// applyOutcome writes one run's outcome into the policy's status within tx
-// and queues the alert the change calls for. It reports whether it queued.
-func (e *Engine) applyOutcome(tx *state.Tx, p policy.Policy, now time.Time, rotated bool, runErr error, rotationID, keyID, keyName, fp, trigger string) (bool, error) {
+// applyOutcome writes one run's outcome into the policy's status and
+// queues the alert the change calls for.
+func (tx *txn) applyOutcome(now time.Time, rotated bool, runErr error, rotationID, keyID, keyName, fp, trigger string) error {
+	e, p := tx.e, tx.p
 	st, err := tx.PolicyStatus(p.Name)
 	if err != nil {
-		return false, err
+		return err
 	}
 	st.Name = p.Name
 	st.LastAttempt = now
@@ -162,24 +150,24 @@ func (e *Engine) applyOutcome(tx *state.Tx, p policy.Policy, now time.Time, rota
 		}
 	}
 	if err := tx.PutPolicyStatus(st); err != nil {
-		return false, err
+		return err
 	}
 	if runErr != nil {
-		if err := e.audit(tx, p, "rotation_failed", keyID, keyName, fp, rotationID, trigger, runErr.Error()); err != nil {
-			return false, err
+		if err := tx.audit("rotation_failed", keyID, keyName, fp, rotationID, trigger, runErr.Error()); err != nil {
+			return err
 		}
 	}
 	if ev == nil {
-		return false, nil
+		return nil
 	}
-	return e.enqueue(tx, p, *ev)
+	return tx.notify(*ev)
 }
 
 // checkOverdue alerts once when the policy's active key is older than
 // max_age. It only reads unless there is something to alert.
 func (e *Engine) checkOverdue(p policy.Policy) error {
 	now := e.cfg.Now()
-	overdue := func(tx *state.Tx) (*state.KeyRecord, bool, error) {
+	overdue := func(tx state.Tx) (*state.KeyRecord, bool, error) {
 		recs, err := tx.Keys(p.Name)
 		if err != nil {
 			return nil, false, err
@@ -197,12 +185,10 @@ func (e *Engine) checkOverdue(p policy.Policy) error {
 		return cur, err == nil && !st.OverdueAlerted, err
 	}
 	var due bool
-	if err := e.cfg.Journal.View(func(tx *state.Tx) (err error) { _, due, err = overdue(tx); return err }); err != nil || !due {
+	if err := e.cfg.Journal.View(func(tx state.Tx) (err error) { _, due, err = overdue(tx); return err }); err != nil || !due {
 		return err
 	}
-	queued := false
-	err := e.cfg.Journal.Update(func(tx *state.Tx) error {
-		queued = false
+	return e.commit(p, func(tx *txn) error {
 		cur, due, err := overdue(tx)
 		if err != nil || !due {
 			return err
@@ -219,11 +205,6 @@ func (e *Engine) checkOverdue(p policy.Policy) error {
 		ev := e.event(p, policy.EventOverdue, now)
 		ev.KeyID, ev.KeyName, ev.OldFingerprint = cur.KeyID, cur.Name, cur.Fingerprint
 		ev.Detail = fmt.Sprintf("key is %s old; max_age is %s", FormatAge(now.Sub(cur.CreatedAt)), FormatAge(p.MaxAge))
-		queued, err = e.enqueue(tx, p, ev)
-		return err
+		return tx.notify(ev)
 	})
-	if queued {
-		e.cfg.Kick()
-	}
-	return err
 }

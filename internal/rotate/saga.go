@@ -97,7 +97,7 @@ type resumed struct {
 // resume drives the policy's unfinished rotations forward.
 func (e *Engine) resume(ctx context.Context, p policy.Policy, prov cloud.Provider, opts Options) (resumed, error) {
 	var open []state.Rotation
-	err := e.cfg.Journal.View(func(tx *state.Tx) error {
+	err := e.cfg.Journal.View(func(tx state.Tx) error {
 		var err error
 		open, err = tx.OpenRotationsOf(p.Name)
 		return err
@@ -177,7 +177,7 @@ func stepVerb(s state.Step) string {
 }
 
 // step journals r at step s (with extra writes in the same transaction).
-func (e *Engine) step(p policy.Policy, r *state.Rotation, s state.Step, extra func(tx *state.Tx) error) error {
+func (e *Engine) step(p policy.Policy, r *state.Rotation, s state.Step, extra func(tx *txn) error) error {
 	prev := r.Step
 	r.Step = s
 	r.UpdatedAt = e.cfg.Now()
@@ -185,7 +185,7 @@ func (e *Engine) step(p policy.Policy, r *state.Rotation, s state.Step, extra fu
 	if s == state.StepDone || s == state.StepFailed {
 		r.FinishedAt = r.UpdatedAt
 	}
-	err := e.cfg.Journal.Update(func(tx *state.Tx) error {
+	err := e.commit(p, func(tx *txn) error {
 		if err := tx.PutRotation(*r); err != nil {
 			return err
 		}
@@ -264,8 +264,8 @@ func (e *Engine) storePending(ctx context.Context, p policy.Policy, r *state.Rot
 // abandon ends a rotation that cannot continue and left nothing behind.
 func (e *Engine) abandon(p policy.Policy, r *state.Rotation, why string) error {
 	e.log.Warn("rotation abandoned", "policy", p.Name, "rotation_id", r.ID, "reason", why)
-	return e.step(p, r, state.StepFailed, func(tx *state.Tx) error {
-		return e.audit(tx, p, "rotation_abandoned", r.KeyID, r.KeyName, r.Fingerprint, r.ID, r.Trigger, why)
+	return e.step(p, r, state.StepFailed, func(tx *txn) error {
+		return tx.audit("rotation_abandoned", r.KeyID, r.KeyName, r.Fingerprint, r.ID, r.Trigger, why)
 	})
 }
 
@@ -326,7 +326,7 @@ func (e *Engine) recordUploaded(p policy.Policy, r *state.Rotation, key cloud.Ke
 	if created.IsZero() {
 		created = e.cfg.Now()
 	}
-	return e.step(p, r, state.StepUploaded, func(tx *state.Tx) error {
+	return e.step(p, r, state.StepUploaded, func(tx *txn) error {
 		if err := tx.PutKey(state.KeyRecord{
 			Policy: p.Name, Provider: p.Provider, ProjectID: p.ProjectID,
 			KeyID: key.ID, Name: key.Name, Fingerprint: key.Fingerprint, PublicKey: key.PublicKey,
@@ -334,7 +334,7 @@ func (e *Engine) recordUploaded(p policy.Policy, r *state.Rotation, key cloud.Ke
 		}); err != nil {
 			return err
 		}
-		return e.audit(tx, p, "key_uploaded", key.ID, key.Name, key.Fingerprint, r.ID, r.Trigger, "")
+		return tx.audit("key_uploaded", key.ID, key.Name, key.Fingerprint, r.ID, r.Trigger, "")
 	})
 }
 
@@ -488,9 +488,7 @@ func (e *Engine) finish(p policy.Policy, r *state.Rotation) error {
 		grace = 0
 	}
 	deadline := now.Add(grace)
-	queued := false
-	err := e.step(p, r, state.StepDone, func(tx *state.Tx) error {
-		queued = false
+	err := e.step(p, r, state.StepDone, func(tx *txn) error {
 		recs, err := tx.Keys(p.Name)
 		if err != nil {
 			return err
@@ -514,15 +512,14 @@ func (e *Engine) finish(p policy.Policy, r *state.Rotation) error {
 			}
 		}
 		// The run's success is recorded here, in the same commit.
-		recovered, err := e.applyOutcome(tx, p, now, true, nil, r.ID, r.KeyID, r.KeyName, r.Fingerprint, r.Trigger)
-		if err != nil {
+		if err := tx.applyOutcome(now, true, nil, r.ID, r.KeyID, r.KeyName, r.Fingerprint, r.Trigger); err != nil {
 			return err
 		}
 		detail := r.Reason
 		if r.Emergency {
 			detail += " (emergency: replaced key deleted now)"
 		}
-		if err := e.audit(tx, p, "rotated", r.KeyID, r.KeyName, r.Fingerprint, r.ID, r.Trigger, detail); err != nil {
+		if err := tx.audit("rotated", r.KeyID, r.KeyName, r.Fingerprint, r.ID, r.Trigger, detail); err != nil {
 			return err
 		}
 		ev := e.event(p, policy.EventRotated, now)
@@ -532,40 +529,11 @@ func (e *Engine) finish(p policy.Policy, r *state.Rotation) error {
 			ev.GraceDeadline = deadline
 		}
 		ev.Detail = detail
-		queued, err = e.enqueue(tx, p, ev)
-		queued = queued || recovered
-		return err
+		return tx.notify(ev)
 	})
 	if err != nil {
 		return err
 	}
 	e.log.Info("rotated", "policy", p.Name, "rotation_id", r.ID, "key_id", r.KeyID, "fingerprint", r.Fingerprint, "vault_version", r.VaultVersion)
-	if queued {
-		e.cfg.Kick()
-	}
 	return nil
-}
-
-// event starts a notification for p.
-func (e *Engine) event(p policy.Policy, kind string, now time.Time) state.Event {
-	return state.Event{
-		Kind: kind, Policy: p.Name, Provider: p.Provider, ProjectID: p.ProjectID,
-		Channel: p.Notify.Channel, VaultPath: p.VaultPath, Time: now,
-	}
-}
-
-// enqueue queues ev if the policy subscribes to its kind.
-func (e *Engine) enqueue(tx *state.Tx, p policy.Policy, ev state.Event) (bool, error) {
-	if e.cfg.Silent || !p.Notify.Wants(ev.Kind) {
-		return false, nil
-	}
-	_, err := tx.Enqueue(ev)
-	return err == nil, err
-}
-
-func (e *Engine) audit(tx *state.Tx, p policy.Policy, action, keyID, keyName, fp, rotationID, actor, detail string) error {
-	return tx.AppendAudit(state.AuditEntry{
-		Time: e.cfg.Now(), Policy: p.Name, Provider: p.Provider, Action: action,
-		KeyID: keyID, KeyName: keyName, Fingerprint: fp, RotationID: rotationID, Actor: actor, Detail: detail,
-	})
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/rotatord/rotatord/internal/cloud/httpapi"
 	"github.com/rotatord/rotatord/internal/cloud/sesterce"
 	"github.com/rotatord/rotatord/internal/state"
+	"github.com/rotatord/rotatord/internal/state/bolt"
 )
 
 // TestObserve_StaleSnapshotIsNotUsed: a RunAll listing taken before the
@@ -23,7 +24,7 @@ func TestObserve_StaleSnapshotIsNotUsed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	db, err := state.Open(filepath.Join(t.TempDir(), "s.db"), state.Options{})
+	db, err := bolt.OpenStore(filepath.Join(t.TempDir(), "s.db"), bolt.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -36,7 +37,7 @@ func TestObserve_StaleSnapshotIsNotUsed(t *testing.T) {
 	lists := func() int { return fake.Requests(cloudtest.RouteSesterceList) }
 
 	// The policy last ran before the snapshot: the snapshot is used.
-	_ = db.Update(func(tx *state.Tx) error {
+	_ = db.Update(func(tx state.Tx) error {
 		return tx.PutPolicyStatus(state.PolicyStatus{Name: p.Name, LastAttempt: t0.Add(-time.Hour)})
 	})
 	obs, err := e.observe(context.Background(), p, e.cfg.Providers[p.Provider], false, snap)
@@ -48,7 +49,7 @@ func TestObserve_StaleSnapshotIsNotUsed(t *testing.T) {
 	}
 
 	// The policy ran after the snapshot was taken: list again.
-	_ = db.Update(func(tx *state.Tx) error {
+	_ = db.Update(func(tx state.Tx) error {
 		return tx.PutPolicyStatus(state.PolicyStatus{Name: p.Name, LastAttempt: t0})
 	})
 	if obs, err = e.observe(context.Background(), p, e.cfg.Providers[p.Provider], false, snap); err != nil {

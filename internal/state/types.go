@@ -146,21 +146,12 @@ type PolicyStatus struct {
 	OverdueAlerted bool `json:"overdue_alerted,omitzero"`
 }
 
-// Event kinds carried in Event.Kind.
-const (
-	EventRotated      = "rotated"
-	EventDeleted      = "deleted"
-	EventFailed       = "failed"
-	EventOverdue      = "overdue"
-	EventFailing      = "failing"
-	EventRecovered    = "recovered"
-	EventReloadFailed = "reload_failed"
-	EventReport       = "report"
-)
-
 // Event is a notification to send, the payload of an outbox entry. It holds
 // only public facts (names, IDs, fingerprints, paths): never key material.
 type Event struct {
+	// ID names the event; every sink's copy carries the same one, and it
+	// never changes across delivery attempts, so receivers can drop repeats.
+	ID             string    `json:"id,omitzero"`
 	Kind           string    `json:"kind"`
 	Policy         string    `json:"policy,omitzero"`
 	Provider       string    `json:"provider,omitzero"`
@@ -180,7 +171,9 @@ type Event struct {
 
 // OutboxEntry is an Event waiting to be delivered, with its retry state.
 type OutboxEntry struct {
-	ID          uint64    `json:"id"`
+	ID uint64 `json:"id"`
+	// Sink is who delivers it: SinkSlack, or a webhook's name.
+	Sink        string    `json:"sink,omitzero"`
 	Event       Event     `json:"event"`
 	Attempts    int       `json:"attempts,omitzero"`
 	NextAttempt time.Time `json:"next_attempt,omitzero"`

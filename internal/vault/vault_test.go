@@ -117,6 +117,15 @@ func equalData(a, b map[string]string) bool {
 	return true
 }
 
+// TestStore_Conformance holds the real server to the KeyStore suite that
+// vaulttest.Memory, the engine's unit-test stand-in, also passes.
+func TestStore_Conformance(t *testing.T) {
+	srv := sharedServer(t)
+	vaulttest.RunKeyStore(t, func(t *testing.T) (vaulttest.KeyStore, string) {
+		return newStore(t, srv, rootAuth(srv)), testPath(t, "suite")
+	})
+}
+
 func TestStore_PutGet(t *testing.T) {
 	srv := sharedServer(t)
 	s := newStore(t, srv, rootAuth(srv))
