@@ -61,6 +61,11 @@ func parseDuration(s string) (time.Duration, error) {
 	return total, nil
 }
 
+// FormatDuration writes d the way the config does, in days, hours,
+// minutes and seconds: 90d, 36h -> 1d12h, 10m. `check` and `plan` print
+// jitter and window durations with it, so they read as they were written.
+func FormatDuration(d time.Duration) string { return formatDuration(d) }
+
 // formatDuration writes d the way the config does, in days, hours,
 // minutes and seconds: 90d, 36h -> 1d12h.
 func formatDuration(d time.Duration) string {

@@ -138,6 +138,9 @@ type parser struct {
 	tooBig  bool
 	merged  map[*yaml.Node][]entry // expanded mappings, so shared anchors are walked once
 	merging map[*yaml.Node]bool    // merges in progress, to stop self-referencing anchors
+	// spacings memoizes spacingOf by spec: a defaults block's window is
+	// measured once, not once per policy.
+	spacings map[string]spacing
 }
 
 type lineError struct {

@@ -224,6 +224,66 @@ func TestParse_invalid(t *testing.T) {
 		{"generate_provider_from_defaults", []string{
 			`invalid/generate_provider_from_defaults.yaml:25: policy "inference": key.type: generate: provider from defaults at line 15 makes Ed25519 keys only; add generate: local to this key (got "rsa")`,
 		}},
+		{"window_duration_too_long", []string{
+			`invalid/window_duration_too_long.yaml:21: policy "gpu-team": window.duration: longer than the shortest time between two openings (1d, from Tue 2024-01-02 10:00 UTC to Wed 2024-01-03 10:00 UTC), so one window would still be open when the next opens; at most 1d (got "36h")`,
+		}},
+		{"window_gap_too_long", []string{
+			`invalid/window_gap_too_long.yaml:20: policy "gpu-team": window: opens as much as 7d apart (from Tue 2024-01-02 10:00 UTC to Tue 2024-01-09 10:00 UTC), longer than rotate_before (3d): a key falling due just after a window opens would pass max_age before the next one opens; make rotate_before at least 7d or open windows more often`,
+		}},
+		{"window_every", []string{
+			`invalid/window_every.yaml:19: policy "gpu-team": window.schedule: @every counts from whenever the daemon started, so windows would open at no fixed time; use a cron spec such as "0 10 * * 2-4" (got "@every 24h")`,
+		}},
+		{"window_without_duration", []string{
+			`invalid/window_without_duration.yaml:19: policy "gpu-team": window.duration: required: how long each window stays open, such as 6h`,
+		}},
+		{"window_bad_cron", []string{
+			`invalid/window_bad_cron.yaml:19: policy "gpu-team": window.schedule: invalid cron spec: end of range (9) above maximum (6): 2-9 (got "0 10 * * 2-9")`,
+		}},
+		{"window_not_a_mapping", []string{
+			`invalid/window_not_a_mapping.yaml:18: policy "gpu-team": window: must be a mapping of keys to values (got "Tue-Thu 10:00-16:00")`,
+		}},
+		{"defaults_window_monthly", []string{
+			`invalid/defaults_window_monthly.yaml:16: defaults.window: opens as much as 31d apart (from Mon 2024-01-01 10:00 UTC to Thu 2024-02-01 10:00 UTC), longer than rotate_before (7d by default): a key falling due just after a window opens would pass max_age before the next one opens; make rotate_before at least 31d or open windows more often`,
+		}},
+		{"rotate_before_short_for_window", []string{
+			`invalid/rotate_before_short_for_window.yaml:19: policy "gpu-team": rotate_before: must be at least 5d: the window (from defaults at line 15) opens as much as 5d apart (from Thu 2024-01-04 10:00 UTC to Tue 2024-01-09 10:00 UTC), so a key falling due just after a window opens would pass max_age before the next one opens (got "2d")`,
+		}},
+		{"jitter_too_long", []string{
+			`invalid/jitter_too_long.yaml:19: policy "gpu-team": jitter: must be shorter than the shortest time between two runs of schedule "@every 1h" (1h), or a delayed run could start after the next one is due (got "1h")`,
+		}},
+		{"jitter_cron_interval", []string{
+			`invalid/jitter_cron_interval.yaml:19: policy "gpu-team": jitter: must be shorter than the shortest time between two runs of schedule "0 3,4 * * *" (1h, from Mon 2024-01-01 03:00 UTC to Mon 2024-01-01 04:00 UTC), or a delayed run could start after the next one is due (got "2h")`,
+		}},
+		{"jitter_longer_than_window", []string{
+			`invalid/jitter_longer_than_window.yaml:20: policy "gpu-team": jitter: must be shorter than window.duration (6h): a run delayed longer would find the window closed (got "7h")`,
+		}},
+		{"jitter_past_max_age", []string{
+			`invalid/jitter_past_max_age.yaml:21: policy "gpu-team": jitter: must be at most 0: the window (from defaults at line 16) opens as much as 5d apart (from Thu 2024-01-04 10:00 UTC to Tue 2024-01-09 10:00 UTC) and rotate_before is 5d from defaults at line 15, so with a longer jitter a key falling due just after a window opens would pass max_age before the next one opens (got "1h")`,
+		}},
+		{"webhook_literal_url", []string{
+			`invalid/webhook_literal_url.yaml:14: webhook "deploy": url: use url_env: VAR or url_file: PATH; secrets are never written in the config`,
+		}},
+		{"webhook_url_env_holds_url", []string{
+			`invalid/webhook_url_env_holds_url.yaml:14: webhook "deploy": url_env: must be the name of an environment variable (letters, digits, _), not the secret itself`,
+		}},
+		{"webhook_without_secret", []string{
+			`invalid/webhook_without_secret.yaml:13: webhook "deploy": secret_env: one of secret_env or secret_file is required`,
+		}},
+		{"webhook_unknown_event", []string{
+			`invalid/webhook_unknown_event.yaml:15: webhook #1: events: unknown event; events are rotated, deleted, failed, overdue, failing, recovered or reload_failed (got "expired")`,
+		}},
+		{"webhook_no_events", []string{
+			`invalid/webhook_no_events.yaml:16: webhook "deploy": events: must name at least one event; leave it out for every event`,
+		}},
+		{"webhook_same_name", []string{
+			`invalid/webhook_same_name.yaml:16: webhook #2: name: the webhook at line 13 is also called DEPLOY_HOOK_URL; set distinct names`,
+		}},
+		{"webhook_named_slack", []string{
+			`invalid/webhook_named_slack.yaml:13: webhook "slack": name: slack is reserved for the Slack notifications' outbox; name the webhook otherwise`,
+		}},
+		{"webhook_insecure_word", []string{
+			`invalid/webhook_insecure_word.yaml:16: webhook "deploy": insecure: must be true or false (got "yes")`,
+		}},
 		{"yaml_syntax", []string{
 			`invalid/yaml_syntax.yaml:17: invalid YAML: did not find expected ',' or ']'`,
 		}},
@@ -358,6 +418,58 @@ func TestParse_valid(t *testing.T) {
 				},
 			},
 		}},
+		{"valid/window.yaml", &Config{
+			File:    "valid/window.yaml",
+			State:   StateConfig{Path: "/var/lib/rotatord/state.db"},
+			Control: ControlConfig{Socket: "/run/rotatord/rotatord.sock"},
+			Vault: VaultConfig{Address: "https://vault.internal:8200", Mount: "secret",
+				Auth: VaultAuth{Method: "token", TokenEnv: "VAULT_TOKEN"}},
+			Providers: []Provider{{Name: "sesterce-prod", Type: "sesterce", BaseURL: "https://api.cloud.sesterce.com",
+				APIKeyEnv: "SESTERCE_API_KEY", Line: 5}},
+			Policies: []Policy{
+				{
+					Name: "inherits", Provider: "sesterce-prod", ProviderType: "sesterce",
+					Schedule: "0 3 * * *", MaxAge: 90 * day, RotateBefore: 7 * day, GracePeriod: 7 * day, MaxFailures: 5,
+					Key:         KeySpec{Type: "ed25519", Generate: "local"},
+					MakeDefault: true, NamePrefix: "inherits", VaultPath: "ssh/a", Notify: Notify{On: allEvents},
+					Window: &Window{Schedule: "0 10 * * 2-4", Duration: 6 * time.Hour}, Jitter: 10 * time.Minute, Line: 14,
+				},
+				{
+					// A weekly window in a zone with summer time: openings
+					// are 6d23h to 7d1h apart in UTC, so 7d would overlap
+					// once a year, and rotate_before must cover 7d1h.
+					Name: "own-window", Provider: "sesterce-prod", ProviderType: "sesterce",
+					Schedule: "0 3 * * *", MaxAge: 90 * day, RotateBefore: 8 * day, GracePeriod: 7 * day, MaxFailures: 5,
+					Key:        KeySpec{Type: "ed25519", Generate: "local"},
+					NamePrefix: "own-window", VaultPath: "ssh/b", Notify: Notify{On: allEvents},
+					Window: &Window{Schedule: "CRON_TZ=Europe/Berlin 0 22 * * 1", Duration: 6 * day}, Line: 17,
+				},
+			},
+		}},
+		{"valid/webhooks.yaml", &Config{
+			File:    "valid/webhooks.yaml",
+			State:   StateConfig{Path: "/var/lib/rotatord/state.db"},
+			Control: ControlConfig{Socket: "/run/rotatord/rotatord.sock"},
+			Vault: VaultConfig{Address: "https://vault.internal:8200", Mount: "secret",
+				Auth: VaultAuth{Method: "token", TokenEnv: "VAULT_TOKEN"}},
+			Providers: []Provider{{Name: "sesterce-prod", Type: "sesterce", BaseURL: "https://api.cloud.sesterce.com",
+				APIKeyEnv: "SESTERCE_API_KEY", Line: 5}},
+			Policies: []Policy{{
+				Name: "gpu-team", Provider: "sesterce-prod", ProviderType: "sesterce",
+				Schedule: "0 3 * * *", MaxAge: 90 * day, RotateBefore: 7 * day, GracePeriod: 7 * day, MaxFailures: 5,
+				Key:         KeySpec{Type: "ed25519", Generate: "local"},
+				MakeDefault: true, NamePrefix: "gpu-team", VaultPath: "ssh/sesterce/gpu-team",
+				Notify: Notify{On: allEvents}, Line: 9,
+			}},
+			Webhooks: []Webhook{
+				{Name: "DEPLOY_HOOK_URL", URLEnv: "DEPLOY_HOOK_URL", SecretEnv: "DEPLOY_HOOK_SECRET",
+					Events: append(allEvents[:len(allEvents):len(allEvents)], "reload_failed"), Line: 13},
+				{Name: "secrets-sync", URLFile: "/etc/rotatord/sync.url", SecretFile: "/etc/rotatord/sync.secret",
+					Events: []string{"rotated", "reload_failed"}, Insecure: true, Line: 15},
+				{Name: "audit-hook", URLFile: "/run/credentials/rotatord.service/audit hook.url", SecretFile: "/etc/rotatord/audit.secret",
+					Events: []string{"failed"}, Line: 20},
+			},
+		}},
 	}
 	for _, tt := range tests {
 		t.Run(filepath.Base(tt.file), func(t *testing.T) {
@@ -411,14 +523,21 @@ func TestLoad_example(t *testing.T) {
 		gpu.NamePrefix != "gpu-team" || gpu.Notify.Channel != "#gpu-ops" || len(gpu.Notify.On) != 4 {
 		t.Errorf("gpu-team = %+v", gpu)
 	}
+	if gpu.Window == nil || *gpu.Window != (Window{Schedule: "0 10 * * 2-4", Duration: 6 * time.Hour}) || gpu.Jitter != 10*time.Minute {
+		t.Errorf("gpu-team window %+v, jitter %v", gpu.Window, gpu.Jitter)
+	}
 	inf, ok := cfg.PolicyByName("inference")
 	if !ok {
 		t.Fatal("no policy inference")
 	}
 	if inf.ProviderType != TypeGcore || inf.ProjectID != 1234 || !inf.SharedInProject || inf.MakeDefault ||
 		inf.MaxAge != 90*day || inf.Schedule != "0 3 * * *" || inf.Key != (KeySpec{Type: "ed25519", Generate: "local"}) ||
-		!reflect.DeepEqual(inf.Notify.On, allEvents) {
+		!reflect.DeepEqual(inf.Notify.On, allEvents) || inf.Window != nil || inf.Jitter != 0 {
 		t.Errorf("inference = %+v", inf)
+	}
+	if want := []Webhook{{Name: "deploy-pipeline", URLEnv: "DEPLOY_HOOK_URL", SecretEnv: "DEPLOY_HOOK_SECRET",
+		Events: []string{"rotated", "deleted", "failed"}, Line: len(strings.Split(exampleUntil(t, "  - name: deploy-pipeline"), "\n"))}}; !reflect.DeepEqual(cfg.Webhooks, want) {
+		t.Errorf("Webhooks = %+v, want %+v", cfg.Webhooks, want)
 	}
 	gcore, ok := cfg.ProviderByName("gcore-prod")
 	if !ok || gcore.APIKeyFile != "/etc/rotatord/gcore.key" || gcore.BaseURL != "https://api.gcore.com" {
@@ -444,7 +563,7 @@ func TestLoad_exampleDocumentsEveryKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	text := string(b)
-	for _, keys := range [][]string{topKeys, vaultKeys, authKeys, slackKeys, reportKeys, providerKeys, policyKeys, keySpecKeys, notifyKeys,
+	for _, keys := range [][]string{topKeys, vaultKeys, authKeys, slackKeys, reportKeys, providerKeys, policyKeys, keySpecKeys, notifyKeys, windowKeys, webhookKeys,
 		{"path", "socket", "listen"}} {
 		for _, k := range keys {
 			if !strings.Contains(text, " "+k+":") && !strings.Contains(text, "\n"+k+":") {
@@ -452,4 +571,20 @@ func TestLoad_exampleDocumentsEveryKey(t *testing.T) {
 			}
 		}
 	}
+}
+
+// exampleUntil returns policies.example.yaml up to the line that starts
+// with prefix, that line included.
+func exampleUntil(t *testing.T, prefix string) string {
+	t.Helper()
+	b, err := os.ReadFile("../policies.example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(b)
+	i := strings.Index(text, "\n"+prefix)
+	if i < 0 {
+		t.Fatalf("policies.example.yaml has no line %q", prefix)
+	}
+	return text[:i+1+len(prefix)]
 }

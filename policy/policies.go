@@ -23,7 +23,7 @@ const (
 )
 
 var (
-	policyKeys  = []string{"name", "provider", "project_id", "shared_in_project", "schedule", "max_age", "rotate_before", "grace_period", "max_failures", "key", "make_default", "name_prefix", "vault_path", "notify"}
+	policyKeys  = []string{"name", "provider", "project_id", "shared_in_project", "schedule", "max_age", "rotate_before", "grace_period", "max_failures", "key", "make_default", "name_prefix", "vault_path", "notify", "window", "jitter"}
 	keySpecKeys = []string{"type", "bits", "curve", "generate"}
 	notifyKeys  = []string{"channel", "on"}
 	curves      = []string{"p256", "p384", "p521"}
@@ -36,9 +36,10 @@ type rawPolicy struct {
 	name, provider, schedule, namePrefix, vaultPath val[string]
 	projectID, maxFailures, keyBits                 val[int64]
 	shared, makeDefault                             val[bool]
-	maxAge, rotateBefore, gracePeriod               val[time.Duration]
+	maxAge, rotateBefore, gracePeriod, jitter       val[time.Duration]
 	keyType, keyCurve, keyGenerate, channel         val[string]
 	on                                              val[[]string]
+	window                                          val[windowSpec]
 }
 
 // own reports whether the value was written, well formed, in the policy
@@ -111,6 +112,8 @@ func (p *parser) policyFields(f fields, w where) rawPolicy {
 		}
 		rp.on = p.events(nf, nw, "on")
 	}
+	rp.window = p.window(f, w)
+	rp.jitter = p.duration(f, w, "jitter")
 	return rp
 }
 
@@ -141,6 +144,8 @@ func (p *parser) defaults(top fields, slack *SlackConfig, provTypes map[string]s
 	}
 	p.shorter(w, d.line, d.rotateBefore, "rotate_before", DefaultRotateBefore, d.maxAge, "max_age", DefaultMaxAge, true)
 	p.shorter(w, d.line, d.gracePeriod, "grace_period", DefaultGracePeriod, d.maxAge, "max_age", DefaultMaxAge, true)
+	p.jitterFits(w, d.jitter, d.schedule, d.window, true)
+	p.windowFits(w, d.window, d.rotateBefore, d.jitter, true)
 	if d.keyGenerate.set && d.keyGenerate.v == GenerateProvider && d.keyType.or(KeyEd25519) != KeyEd25519 {
 		p.reject(&d.keyGenerate.src, w.in("key"), "generate", "Gcore generates Ed25519 keys only; use type %s or generate: %s", KeyEd25519, GenerateLocal)
 	}
@@ -323,7 +328,8 @@ func (p *parser) resolve(rp, defs rawPolicy, w where, slack *SlackConfig, provTy
 		}
 	}
 
-	pol.Schedule = pick(rp.schedule, defs.schedule).or(DefaultSchedule)
+	schedule := pick(rp.schedule, defs.schedule)
+	pol.Schedule = schedule.or(DefaultSchedule)
 	maxAge := pick(rp.maxAge, defs.maxAge)
 	rotateBefore := pick(rp.rotateBefore, defs.rotateBefore)
 	grace := pick(rp.gracePeriod, defs.gracePeriod)
@@ -333,6 +339,16 @@ func (p *parser) resolve(rp, defs rawPolicy, w where, slack *SlackConfig, provTy
 	p.shorter(w, rp.line, rotateBefore, "rotate_before", DefaultRotateBefore, maxAge, "max_age", DefaultMaxAge, false)
 	p.shorter(w, rp.line, grace, "grace_period", DefaultGracePeriod, maxAge, "max_age", DefaultMaxAge, false)
 	pol.MaxFailures = int(pick(rp.maxFailures, defs.maxFailures).or(DefaultMaxFailures))
+
+	window := pick(rp.window, defs.window)
+	if window.set {
+		win := window.v.Window
+		pol.Window = &win
+	}
+	jitter := pick(rp.jitter, defs.jitter)
+	pol.Jitter = jitter.or(0)
+	p.jitterFits(w, jitter, schedule, window, false)
+	p.windowFits(w, window, rotateBefore, jitter, false)
 
 	prefix := pick(rp.namePrefix, defs.namePrefix)
 	switch {

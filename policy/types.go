@@ -50,6 +50,7 @@ type Config struct {
 	Report    *ReportConfig // nil when absent
 	Providers []Provider
 	Policies  []Policy
+	Webhooks  []Webhook // empty when absent
 }
 
 // StateConfig locates the bbolt file.
@@ -148,7 +149,15 @@ type Policy struct {
 	NamePrefix      string // default Name
 	VaultPath       string
 	Notify          Notify
-	Line            int // line in the config file, for messages
+	// Window, when set, holds a merely due key back until a maintenance
+	// window is open; nil means rotate whenever due.
+	Window *Window
+	// Jitter delays each scheduled evaluation by a random duration in
+	// [0, Jitter), so that many policies on one schedule do not hit a
+	// provider in the same second. Always shorter than the schedule's
+	// shortest interval; 0 (the default) means none.
+	Jitter time.Duration
+	Line   int // line in the config file, for messages
 }
 
 // Wants reports whether the policy subscribes to event.

@@ -39,8 +39,9 @@ func cmdCheck(_ context.Context, args []string, stdout, stderr io.Writer) error 
 	return nil
 }
 
-// printSummary is check's report on a valid config: policies per provider
-// and when each runs next.
+// printSummary is check's report on a valid config: policies per provider,
+// when each runs next and how late (jitter), and its maintenance window.
+// Specs are read in UTC, as the daemon's scheduler reads them.
 func printSummary(w io.Writer, cfg *policy.Config, now time.Time) {
 	fmt.Fprintf(w, "%s: OK: %d provider(s), %d polic(ies)\n", cfg.File, len(cfg.Providers), len(cfg.Policies))
 	byProv := map[string][]policy.Policy{}
@@ -48,14 +49,22 @@ func printSummary(w io.Writer, cfg *policy.Config, now time.Time) {
 		byProv[p.Provider] = append(byProv[p.Provider], p)
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "PROVIDER\tPOLICY\tSCHEDULE\tNEXT RUN (UTC)\tMAX AGE\tVAULT PATH")
+	fmt.Fprintln(tw, "PROVIDER\tPOLICY\tSCHEDULE\tJITTER\tNEXT RUN (UTC)\tMAX AGE\tWINDOW\tVAULT PATH")
 	for _, prov := range cfg.Providers {
 		for _, p := range byProv[prov.Name] {
 			next := "-"
 			if s, err := policy.ParseSchedule(p.Schedule); err == nil {
-				next = s.Next(now).UTC().Format(time.RFC3339)
+				next = s.Next(now.UTC()).UTC().Format(time.RFC3339)
 			}
-			fmt.Fprintf(tw, "%s (%s)\t%s\t%s\t%s\t%s\t%s\n", prov.Name, prov.Type, p.Name, p.Schedule, next, rotate.FormatAge(p.MaxAge), p.VaultPath)
+			jitter, window := "-", "-"
+			if p.Jitter > 0 {
+				jitter = policy.FormatDuration(p.Jitter)
+			}
+			if p.Window != nil {
+				window = fmt.Sprintf("%s for %s", p.Window.Schedule, policy.FormatDuration(p.Window.Duration))
+			}
+			fmt.Fprintf(tw, "%s (%s)\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", prov.Name, prov.Type, p.Name, p.Schedule, jitter, next,
+				rotate.FormatAge(p.MaxAge), window, p.VaultPath)
 		}
 	}
 	tw.Flush()
@@ -117,6 +126,16 @@ func cmdPlan(ctx context.Context, args []string, stdout, stderr io.Writer) error
 func printPlan(w io.Writer, plans []rotate.PolicyPlan, now time.Time) {
 	for _, pp := range plans {
 		fmt.Fprintf(w, "policy %s (%s): %s\n", pp.Policy, pp.Provider, pp.Reason)
+		if pp.Jitter > 0 {
+			fmt.Fprintf(w, "  scheduled runs start up to %s late (jitter)\n", policy.FormatDuration(pp.Jitter))
+		}
+		switch {
+		case pp.NextWindow.IsZero():
+		case !now.Before(pp.NextWindow):
+			fmt.Fprintf(w, "  maintenance window open until %s\n", pp.WindowCloses.UTC().Format(time.RFC3339))
+		default:
+			fmt.Fprintf(w, "  next maintenance window %s to %s\n", pp.NextWindow.UTC().Format(time.RFC3339), pp.WindowCloses.UTC().Format(time.RFC3339))
+		}
 		if len(pp.Actions) == 0 {
 			fmt.Fprintln(w, "  nothing to do")
 		}

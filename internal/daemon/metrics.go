@@ -54,6 +54,11 @@ func NewMetrics() *Metrics {
 	return m
 }
 
+// Registry is the registry /metrics serves. The deploy tests gather it to
+// check that the Grafana dashboard and the alert rules name only metrics
+// rotatord exports.
+func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
+
 // ConfigLoaded sets the reload gauges: ok, and when a load succeeded.
 func (m *Metrics) ConfigLoaded(ok bool, at time.Time) {
 	if ok {

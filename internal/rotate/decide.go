@@ -10,14 +10,16 @@ import (
 	"github.com/rotatord/rotatord/policy"
 )
 
-// Observation is everything one evaluation of a policy looks at.
+// Observation is everything one evaluation of a policy looks at. Decide
+// reads no clock: Now is the only time it knows, so tests drive it with a
+// fake one.
 type Observation struct {
 	Now          time.Time
-	Policy       policy.Policy
+	Policy       policy.Policy // its Window and Jitter included
 	ProviderKeys []cloud.Key
 	Records      []state.KeyRecord // the policy's key records, any status
 	Status       state.PolicyStatus
-	Force        bool // rotate now whatever the key's age (SIGUSR1, socket, CLI)
+	Force        bool // rotate now whatever the key's age or window (SIGUSR1, socket, CLI, emergency)
 }
 
 // Decision is what the engine concluded from an Observation. It is pure
@@ -30,6 +32,14 @@ type Decision struct {
 	Reason string
 	// DueAt is when the current key must be replaced (zero without one).
 	DueAt time.Time
+	// OverdueAt is when the current key reaches max_age (zero without one).
+	OverdueAt time.Time
+	// NextWindow is when the policy's maintenance window opened, if one is
+	// open at Now, or else when the next one opens; WindowCloses is when
+	// that window closes. Both are zero for a policy without a window.
+	NextWindow, WindowCloses time.Time
+	// WaitingForWindow says a due key is held back until NextWindow.
+	WaitingForWindow bool
 	// Missing are recorded keys (active or retiring) that the provider no
 	// longer has: deleted out of band.
 	Missing []state.KeyRecord
@@ -98,7 +108,14 @@ func Decide(o Observation) Decision {
 
 	if d.Current != nil {
 		d.DueAt = d.Current.CreatedAt.Add(p.MaxAge - p.RotateBefore)
+		d.OverdueAt = d.Current.CreatedAt.Add(p.MaxAge)
 	}
+	if p.Window != nil {
+		d.NextWindow, d.WindowCloses = p.Window.Next(o.Now)
+	}
+	// Windows hold back only a key that is merely due. A forced rotation
+	// is someone asking now; with no usable key there is nothing to
+	// protect from a change.
 	switch {
 	case o.Force:
 		d.Rotate, d.Reason = true, "rotation requested"
@@ -110,12 +127,38 @@ func Decide(o Observation) Decision {
 		d.Rotate, d.Reason = true, "no managed key yet"
 	case !o.Now.Before(d.DueAt):
 		age := o.Now.Sub(d.Current.CreatedAt)
-		d.Rotate, d.Reason = true, fmt.Sprintf("key is %s old, due at %s", FormatAge(age), d.DueAt.UTC().Format(time.RFC3339))
+		d.Reason = fmt.Sprintf("key is %s old, due at %s", FormatAge(age), stamp(d.DueAt))
+		d.Rotate = true
+		d.decideWindow(o.Now, p.Jitter)
 	default:
-		d.Reason = fmt.Sprintf("key is fresh, due at %s", d.DueAt.UTC().Format(time.RFC3339))
+		d.Reason = fmt.Sprintf("key is fresh, due at %s", stamp(d.DueAt))
 	}
 	return d
 }
+
+// decideWindow holds a due key back until the next maintenance window,
+// unless it would pass max_age first. The policy's run at that opening
+// may start up to jitter late, so waiting is safe only when the key is
+// still younger than max_age at NextWindow + jitter.
+func (d *Decision) decideWindow(now time.Time, jitter time.Duration) {
+	switch {
+	case d.NextWindow.IsZero():
+		// No window, or one that never opens again.
+	case !now.Before(d.NextWindow):
+		d.Reason += fmt.Sprintf("; maintenance window open until %s", stamp(d.WindowCloses))
+	case !now.Before(d.OverdueAt):
+		d.Reason += fmt.Sprintf("; it passed max_age at %s, so it does not wait for the next maintenance window (opens at %s)",
+			stamp(d.OverdueAt), stamp(d.NextWindow))
+	case !d.NextWindow.Add(jitter).Before(d.OverdueAt):
+		d.Reason += fmt.Sprintf("; it would pass max_age at %s before the next maintenance window opens at %s, so it rotates now",
+			stamp(d.OverdueAt), stamp(d.NextWindow))
+	default:
+		d.Rotate, d.WaitingForWindow = false, true
+		d.Reason += fmt.Sprintf("; waiting for the maintenance window that opens at %s", stamp(d.NextWindow))
+	}
+}
+
+func stamp(t time.Time) string { return t.UTC().Format(time.RFC3339) }
 
 func hasActive(rs []state.KeyRecord) bool {
 	for _, r := range rs {

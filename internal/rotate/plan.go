@@ -24,12 +24,25 @@ type PolicyPlan struct {
 	Provider string
 	Reason   string
 	Actions  []Action
+	// NextWindow is when the policy's maintenance window opens next, or
+	// opened when one is open now, and WindowCloses when that window
+	// closes; both zero for a policy without a window. WaitingForWindow
+	// says a due key is held back until NextWindow.
+	NextWindow       time.Time `json:",omitzero"`
+	WindowCloses     time.Time `json:",omitzero"`
+	WaitingForWindow bool      `json:",omitzero"`
+	// Jitter is the most a scheduled evaluation is delayed (policy jitter).
+	Jitter time.Duration `json:",omitzero"`
 }
 
 // Plan reports what Run would do now without changing anything anywhere:
 // it only lists the provider and reads state.
 func (e *Engine) Plan(ctx context.Context, p policy.Policy) (PolicyPlan, error) {
-	pp := PolicyPlan{Policy: p.Name, Provider: p.Provider}
+	pp := PolicyPlan{Policy: p.Name, Provider: p.Provider, Jitter: p.Jitter}
+	if p.Window != nil {
+		// Known before anything is read, so even a plan that fails says it.
+		pp.NextWindow, pp.WindowCloses = p.Window.Next(e.cfg.Now())
+	}
 	prov, err := e.provider(p)
 	if err != nil {
 		return pp, err
@@ -54,6 +67,7 @@ func (e *Engine) Plan(ctx context.Context, p policy.Policy) (PolicyPlan, error) 
 	now := obs.Now
 	d := Decide(obs)
 	pp.Reason = d.Reason
+	pp.NextWindow, pp.WindowCloses, pp.WaitingForWindow = d.NextWindow, d.WindowCloses, d.WaitingForWindow
 	for _, r := range d.Missing {
 		pp.Actions = append(pp.Actions, Action{Kind: "alert", KeyID: r.KeyID, KeyName: r.Name,
 			Detail: "recorded key is gone from the provider (deleted out of band)"})

@@ -1,8 +1,8 @@
 // Package scheduler runs rotatord's jobs on cron schedules: one entry per
 // policy from its schedule, and the report digest (the daemon runs the retire
-// sweep on a ticker of its own).
-// It wraps robfig/cron/v3 with jitter, panic recovery and a Stop that waits
-// for jobs in flight up to a deadline.
+// sweep on a ticker of its own). It wraps robfig/cron/v3 with jitter (per
+// entry: a policy's jitter key), panic recovery and a Stop that waits for
+// jobs in flight up to a deadline.
 //
 // Specs are parsed by policy.ParseSchedule, the parser `check` uses, so a
 // schedule that validates is exactly one that runs.
@@ -33,9 +33,27 @@ type Job func(ctx context.Context)
 type Options struct {
 	Logger *slog.Logger
 	// Jitter delays each run by a random duration in [0, Jitter), so that
-	// many policies on one schedule do not hit a provider in the same second.
+	// many policies on one schedule do not hit a provider in the same
+	// second. It is the default of entries added without their own
+	// (WithJitter).
 	Jitter   time.Duration
 	Location *time.Location // default UTC
+}
+
+// EntryOption tunes one entry.
+type EntryOption func(*entry)
+
+// WithJitter gives an entry its own jitter, overriding Options.Jitter:
+// each run of the entry waits a random duration in [0, d) first. A
+// policy's jitter key is passed this way; WithJitter(0) turns jitter off
+// for the entry.
+func WithJitter(d time.Duration) EntryOption {
+	return func(e *entry) { e.jitter = max(d, 0) }
+}
+
+// entry is how one named job runs.
+type entry struct {
+	jitter time.Duration
 }
 
 // Scheduler is a set of named cron entries.
@@ -73,27 +91,40 @@ func New(opts Options) *Scheduler {
 	}
 }
 
-// Add schedules job under name on spec.
-func (s *Scheduler) Add(name, spec string, job Job) error {
+// Add schedules job under name on spec, with the scheduler's jitter
+// unless an option says otherwise.
+func (s *Scheduler) Add(name, spec string, job Job, opts ...EntryOption) error {
 	sched, err := policy.ParseSchedule(spec)
 	if err != nil {
 		return fmt.Errorf("entry %q: %w", name, err)
+	}
+	e := entry{jitter: s.jitter}
+	for _, o := range opts {
+		o(&e)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, dup := s.entries[name]; dup {
 		return fmt.Errorf("entry %q: already scheduled", name)
 	}
-	s.entries[name] = s.c.Schedule(sched, cron.FuncJob(func() { s.run(name, job) }))
+	s.entries[name] = s.c.Schedule(sched, cron.FuncJob(func() { s.run(name, e, job) }))
 	return nil
+}
+
+// delay draws the wait before one run: uniform in [0, jitter).
+func delay(jitter time.Duration) time.Duration {
+	if jitter <= 0 {
+		return 0
+	}
+	return rand.N(jitter)
 }
 
 // run executes one firing: jitter, panic recovery, bookkeeping for Stop.
 // The jitter wait comes before the run counts as in flight, so Stop cuts
 // it short instead of waiting it out.
-func (s *Scheduler) run(name string, job Job) {
-	if s.jitter > 0 {
-		t := time.NewTimer(rand.N(s.jitter))
+func (s *Scheduler) run(name string, e entry, job Job) {
+	if d := delay(e.jitter); d > 0 {
+		t := time.NewTimer(d)
 		select {
 		case <-t.C:
 		case <-s.stopping:

@@ -139,3 +139,76 @@ func TestScheduler_JitterDelaysRunsAndStopCutsTheWait(t *testing.T) {
 		t.Errorf("job ran %d times within 2.5s despite up to 10h of jitter", n)
 	}
 }
+
+// A policy's own jitter overrides the scheduler's: WithJitter(0) runs on
+// time next to entries that wait up to 10h, and an entry's own 10h holds
+// it back in a scheduler without jitter. Stop cuts every wait short.
+func TestScheduler_WithJitterOverridesTheDefault(t *testing.T) {
+	jittered := New(Options{Jitter: 10 * time.Hour})
+	plain := New(Options{})
+	var prompt, byDefault, own atomic.Int32
+	if err := jittered.Add("prompt", "@every 1s", func(context.Context) { prompt.Add(1) }, WithJitter(0)); err != nil {
+		t.Fatal(err)
+	}
+	if err := jittered.Add("default", "@every 1s", func(context.Context) { byDefault.Add(1) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := plain.Add("own", "@every 1s", func(context.Context) { own.Add(1) }, WithJitter(10*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	jittered.Start()
+	plain.Start()
+	// Both schedulers fire on the same whole seconds: once the prompt
+	// entry ran twice, the others fired at least once too.
+	deadline := time.Now().Add(5 * time.Second)
+	for prompt.Load() < 2 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	start := time.Now()
+	for _, s := range []*Scheduler{jittered, plain} {
+		if err := s.Stop(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if took := time.Since(start); took > time.Second {
+		t.Errorf("Stop took %v: it waited out an entry's jitter", took)
+	}
+	if prompt.Load() < 2 {
+		t.Fatalf("the WithJitter(0) entry ran %d times in 5s, want >= 2", prompt.Load())
+	}
+	if n := byDefault.Load(); n > 0 {
+		t.Errorf("the entry with the scheduler's 10h jitter ran %d times", n)
+	}
+	if n := own.Load(); n > 0 {
+		t.Errorf("the entry with its own 10h jitter ran %d times", n)
+	}
+}
+
+// The delay before a run is uniform in [0, jitter): never the full
+// jitter, and spread over the whole range rather than bunched.
+func TestDelay(t *testing.T) {
+	const jitter = time.Second
+	lo, hi := jitter, time.Duration(0)
+	var buckets [10]int
+	const draws = 10000
+	for range draws {
+		d := delay(jitter)
+		if d < 0 || d >= jitter {
+			t.Fatalf("delay(%v) = %v, outside [0, %v)", jitter, d, jitter)
+		}
+		lo, hi = min(lo, d), max(hi, d)
+		buckets[d*10/jitter]++
+	}
+	for i, n := range buckets {
+		// Each tenth expects 1000; 800 is more than six standard
+		// deviations below, so a fair generator never fails this.
+		if n < 800 {
+			t.Errorf("only %d of %d delays in [%v, %v): not uniform (%v)", n, draws, time.Duration(i)*jitter/10, time.Duration(i+1)*jitter/10, buckets)
+		}
+	}
+	for _, j := range []time.Duration{0, -time.Second} {
+		if d := delay(j); d != 0 {
+			t.Errorf("delay(%v) = %v, want 0", j, d)
+		}
+	}
+}
