@@ -417,8 +417,6 @@ var announcedMetrics = map[string]string{
 	"rotatord_instances": "§9.1 inventory",
 	"rotatord_hosts":     "§9.2 hosts",
 	"rotatord_leader":    "§10 etcd leader election",
-	"rotatord_vault_up":  "issue 10 item 8",
-	"rotatord_config_last_reload_success_timestamp_seconds": "issue 10 item 1",
 }
 
 // Every metric an alert reads is exported or announced in DESIGN.md: a
@@ -438,7 +436,7 @@ func TestRules_namesOnlyKnownMetrics(t *testing.T) {
 	}
 	for n, why := range announcedMetrics {
 		if exported[n] {
-			t.Logf("%s (%s) is exported now: drop it from announcedMetrics and give it a dashboard panel", n, why)
+			t.Errorf("%s (%s) is exported now: drop it from announcedMetrics and give it a dashboard panel", n, why)
 		}
 	}
 }

@@ -103,7 +103,7 @@ func printStatus(w io.Writer, st control.Status, now time.Time) {
 	}
 	fmt.Fprintf(w, "\nnotifications queued: %d\n\n", st.OutboxPending)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "POLICY\tPROVIDER\tKEY\tAGE\tMAX AGE\tNEXT RUN (UTC)\tLAST RESULT\tIN FLIGHT")
+	fmt.Fprintln(tw, "POLICY\tPROVIDER\tKEY\tAGE\tMAX AGE\tNEXT RUN (UTC)\tNEXT WINDOW (UTC)\tLAST RESULT\tIN FLIGHT")
 	for _, p := range st.Policies {
 		key, age := "-", "-"
 		if p.CurrentKeyID != "" {
@@ -113,6 +113,14 @@ func printStatus(w io.Writer, st control.Status, now time.Time) {
 		next := "-"
 		if !p.NextRun.IsZero() {
 			next = p.NextRun.UTC().Format(time.RFC3339)
+		}
+		window := "-"
+		switch {
+		case p.NextWindow.IsZero():
+		case !p.NextWindow.After(now):
+			window = "open until " + p.WindowCloses.UTC().Format(time.RFC3339)
+		default:
+			window = p.NextWindow.UTC().Format(time.RFC3339)
 		}
 		last := p.LastResult
 		if last == "" {
@@ -127,8 +135,8 @@ func printStatus(w io.Writer, st control.Status, now time.Time) {
 		if p.InFlight {
 			inflight = "yes"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Name, p.Provider, key, age,
-			rotate.FormatAge(time.Duration(p.MaxAgeSeconds)*time.Second), next, last, inflight)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Name, p.Provider, key, age,
+			rotate.FormatAge(time.Duration(p.MaxAgeSeconds)*time.Second), next, window, last, inflight)
 	}
 	tw.Flush()
 	for _, p := range st.Policies {

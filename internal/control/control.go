@@ -29,15 +29,19 @@ var ErrNoDaemon = errors.New("no rotatord daemon is listening")
 
 // PolicyStatus is one policy as the running daemon sees it.
 type PolicyStatus struct {
-	Name                string    `json:"name"`
-	Provider            string    `json:"provider"`
-	CurrentKeyID        string    `json:"current_key_id,omitempty"`
-	CurrentKeyName      string    `json:"current_key_name,omitempty"`
-	Fingerprint         string    `json:"fingerprint,omitempty"`
-	KeyCreatedAt        time.Time `json:"key_created_at,omitzero"`
-	AgeSeconds          int64     `json:"age_seconds"`
-	MaxAgeSeconds       int64     `json:"max_age_seconds"`
-	NextRun             time.Time `json:"next_run,omitzero"`
+	Name           string    `json:"name"`
+	Provider       string    `json:"provider"`
+	CurrentKeyID   string    `json:"current_key_id,omitempty"`
+	CurrentKeyName string    `json:"current_key_name,omitempty"`
+	Fingerprint    string    `json:"fingerprint,omitempty"`
+	KeyCreatedAt   time.Time `json:"key_created_at,omitzero"`
+	AgeSeconds     int64     `json:"age_seconds"`
+	MaxAgeSeconds  int64     `json:"max_age_seconds"`
+	NextRun        time.Time `json:"next_run,omitzero"`
+	// NextWindow and WindowCloses bound the policy's next maintenance
+	// window (the current one while it is open); zero without a window.
+	NextWindow          time.Time `json:"next_window,omitzero"`
+	WindowCloses        time.Time `json:"window_closes,omitzero"`
 	LastAttempt         time.Time `json:"last_attempt,omitzero"`
 	LastSuccess         time.Time `json:"last_success,omitzero"`
 	LastResult          string    `json:"last_result,omitempty"`

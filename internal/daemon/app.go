@@ -17,7 +17,6 @@ import (
 
 	"github.com/rotatord/rotatord/internal/cloud"
 	"github.com/rotatord/rotatord/internal/control"
-	"github.com/rotatord/rotatord/internal/notify"
 	"github.com/rotatord/rotatord/internal/rotate"
 	"github.com/rotatord/rotatord/internal/scheduler"
 	"github.com/rotatord/rotatord/internal/state"
@@ -36,7 +35,7 @@ type Options struct {
 	Hook func(point string)
 	// ReadOnly opens state without writing (plan).
 	ReadOnly bool
-	// NoSlack skips the Slack client (plan, report).
+	// NoSlack skips the Slack and webhook clients (plan, report).
 	NoSlack bool
 	// NoVault skips the Vault login (plan, report: they never touch keys).
 	NoVault bool
@@ -60,10 +59,11 @@ type App struct {
 	db    state.Store
 	vault *keyStore // nil when NoVault or Options.Keys is set
 	keys  rotate.KeyStore
-	slack *notify.Slack
-	disp  *notify.Dispatcher
-	locks *rotate.Locks
-	met   *Metrics
+	// channels are the notification destinations, Slack and webhooks,
+	// each with its own outbox and dispatcher.
+	channels []channel
+	locks    *rotate.Locks
+	met      *Metrics
 
 	mu  sync.RWMutex
 	cur *runtime // config-scoped parts; swapped on reload
@@ -134,8 +134,12 @@ func New(ctx context.Context, cfg *policy.Config, opts Options) (*App, error) {
 		}
 		a.keys = a.vault
 	}
-	if cfg.Slack != nil && !opts.NoSlack {
-		if err := a.openSlack(cfg); err != nil {
+	if !opts.NoSlack {
+		err := a.openWebhooks(cfg)
+		if err == nil && cfg.Slack != nil {
+			err = a.openSlack(cfg)
+		}
+		if err != nil {
 			_ = a.Close()
 			return nil, err
 		}
@@ -148,24 +152,6 @@ func New(ctx context.Context, cfg *policy.Config, opts Options) (*App, error) {
 	a.cur = rt
 	a.met.ConfigLoaded(true, rt.loaded)
 	return a, nil
-}
-
-func (a *App) openSlack(cfg *policy.Config) error {
-	sc := notify.Config{DefaultChannel: cfg.Slack.Channel, Logger: a.log.With("component", "slack")}
-	var err error
-	if cfg.Slack.TokenEnv != "" || cfg.Slack.TokenFile != "" {
-		sc.Token, err = resolveSecret("slack token", cfg.Slack.TokenEnv, cfg.Slack.TokenFile)
-	} else {
-		sc.WebhookURL, err = resolveSecret("slack webhook url", cfg.Slack.WebhookURLEnv, cfg.Slack.WebhookURLFile)
-	}
-	if err != nil {
-		return err
-	}
-	if a.slack, err = notify.New(sc); err != nil {
-		return fmt.Errorf("slack: %w", err)
-	}
-	a.disp = notify.NewDispatcher(outbox{a.db, state.SinkSlack}, a.slack, notify.DispatcherOptions{Logger: a.log.With("component", "notify")})
-	return nil
 }
 
 // build makes the config-scoped parts: provider clients, the engine and a
@@ -189,21 +175,6 @@ func (a *App) build(cfg *policy.Config) (*runtime, error) {
 		return nil, err
 	}
 	return rt, nil
-}
-
-// kick wakes the notifiers after the engine queued events.
-func (a *App) kick() {
-	if a.disp != nil {
-		a.disp.Kick()
-	}
-}
-
-// sinks are the notification destinations the engine queues for.
-func (a *App) sinks() []rotate.Sink {
-	if a.disp == nil {
-		return nil // no Slack: the outbox would only grow
-	}
-	return []rotate.Sink{rotate.NotifySink(state.SinkSlack)}
 }
 
 func (a *App) runtime() *runtime {
@@ -233,9 +204,7 @@ func (a *App) Start(ctx context.Context) error {
 		return err
 	}
 	a.startScheduler(rt)
-	if a.disp != nil {
-		a.bg.Go(func() { a.disp.Run(bgctx) })
-	}
+	a.runDispatchers(bgctx)
 	if a.vault != nil {
 		a.bg.Go(func() { a.vault.watch(bgctx, a.met.VaultUp) })
 	}
@@ -328,7 +297,7 @@ func (a *App) sdNotify(s string) {
 func (a *App) Scheduled() []string {
 	var out []string
 	for _, n := range a.runtime().sched.Names() {
-		if !strings.HasPrefix(n, "@") { // the digest's entry
+		if !strings.HasPrefix(n, "@") && !strings.HasSuffix(n, windowEntry) { // the digest's, a window's
 			out = append(out, n)
 		}
 	}

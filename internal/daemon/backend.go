@@ -40,6 +40,9 @@ func (a *App) Status(ctx context.Context) (control.Status, error) {
 			if rt.sched != nil {
 				ps.NextRun = rt.sched.Next(p.Name)
 			}
+			if p.Window != nil {
+				ps.NextWindow, ps.WindowCloses = p.Window.Next(now)
+			}
 			pst, err := tx.PolicyStatus(p.Name)
 			if err != nil {
 				return err

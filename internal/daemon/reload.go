@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"errors"
+	"slices"
 	"time"
 
 	"github.com/rotatord/rotatord/internal/control"
@@ -72,15 +73,9 @@ func (a *App) reloadFailed(err error) {
 	a.reloadErr = err.Error()
 	a.mu.Unlock()
 	a.log.Error("reload failed; keeping the running config", "err", err)
-	if a.disp == nil {
-		return // no Slack: the log and the metric say it
-	}
-	ev := state.Event{Kind: policy.EventReloadFailed, Error: err.Error(), Time: time.Now()}
-	if err := a.db.Update(func(tx state.Tx) error { _, err := tx.Enqueue(ev, state.SinkSlack); return err }); err != nil {
+	if _, err := a.notifyDaemon(state.Event{Kind: policy.EventReloadFailed, Error: err.Error(), Time: time.Now()}); err != nil {
 		a.log.Error("queue reload failure notice", "err", err)
-		return
 	}
-	a.kick()
 }
 
 // restartRequired names the settings that differ between two configs and
@@ -100,6 +95,9 @@ func restartRequired(old, cur *policy.Config) []string {
 	case old.Slack != nil && *old.Slack != *cur.Slack:
 		out = append(out, "slack")
 	}
+	if !slices.EqualFunc(old.Webhooks, cur.Webhooks, sameWebhook) {
+		out = append(out, "webhooks")
+	}
 	if old.Control != cur.Control {
 		out = append(out, "control.socket")
 	}
@@ -107,4 +105,12 @@ func restartRequired(old, cur *policy.Config) []string {
 		out = append(out, "metrics.listen")
 	}
 	return out
+}
+
+// sameWebhook compares two webhook settings, ignoring where in the file
+// they are written.
+func sameWebhook(a, b policy.Webhook) bool {
+	a.Line, b.Line = 0, 0
+	return a.Name == b.Name && a.URLEnv == b.URLEnv && a.URLFile == b.URLFile && a.SecretEnv == b.SecretEnv &&
+		a.SecretFile == b.SecretFile && a.Insecure == b.Insecure && slices.Equal(a.Events, b.Events)
 }

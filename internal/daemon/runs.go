@@ -17,15 +17,27 @@ import (
 // cannot start with "@".
 const digestEntry = "@report-digest"
 
-// schedule builds rt's scheduler, not started: one entry per policy and
-// the digest.
+// windowEntry ends the name of a policy's window-opening entry.
+const windowEntry = "/window"
+
+// schedule builds rt's scheduler, not started: one entry per policy, one
+// more at each opening of a policy's maintenance window (so that a key
+// waiting for the window rotates as it opens, whatever the policy's own
+// schedule), and the digest. Policy names hold no "/", so the window's
+// entry name cannot clash.
 func (a *App) schedule(rt *runtime) (*scheduler.Scheduler, error) {
 	s := scheduler.New(scheduler.Options{Logger: a.log.With("component", "scheduler")})
 	for _, p := range rt.cfg.Policies {
-		if err := s.Add(p.Name, p.Schedule, func(ctx context.Context) {
+		job := func(ctx context.Context) {
 			a.runPolicy(ctx, rt, p, rotate.Options{Trigger: rotate.TriggerSchedule})
-		}); err != nil {
+		}
+		if err := s.Add(p.Name, p.Schedule, job, scheduler.WithJitter(p.Jitter)); err != nil {
 			return nil, err
+		}
+		if p.Window != nil {
+			if err := s.Add(p.Name+windowEntry, p.Window.Schedule, job, scheduler.WithJitter(p.Jitter)); err != nil {
+				return nil, err
+			}
 		}
 	}
 	if r := rt.cfg.Report; r != nil && r.Schedule != "" {
@@ -39,22 +51,20 @@ func (a *App) schedule(rt *runtime) (*scheduler.Scheduler, error) {
 // postDigest queues the compliance digest for Slack. The outbox carries it,
 // so a Slack outage delays it instead of losing it.
 func (a *App) postDigest(ctx context.Context, rt *runtime) {
-	if a.disp == nil {
-		a.log.Warn("report digest skipped: Slack is not configured (it takes effect at the next restart)")
-		return
-	}
 	rep, err := report.Generate(ctx, report.Source{Now: time.Now(), Config: rt.cfg, State: a.db, Providers: rt.providers})
 	if err != nil {
 		a.log.Error("report digest", "err", err)
 		return
 	}
 	ev := state.Event{Kind: policy.EventReport, Channel: rt.cfg.Report.Channel, Detail: rep.Digest(), Time: time.Now()}
-	if err := a.db.Update(func(tx state.Tx) error { _, err := tx.Enqueue(ev, state.SinkSlack); return err }); err != nil {
+	switch queued, err := a.notifyDaemon(ev); {
+	case err != nil:
 		a.log.Error("queue report digest", "err", err)
-		return
+	case !queued:
+		a.log.Warn("report digest skipped: Slack is not running (a slack section takes effect at the next restart)")
+	default:
+		a.log.Info("report digest queued", "channel", ev.Channel)
 	}
-	a.log.Info("report digest queued", "channel", ev.Channel)
-	a.kick()
 }
 
 func (a *App) runPolicy(ctx context.Context, rt *runtime, p policy.Policy, opts rotate.Options) rotate.Result {
@@ -149,17 +159,4 @@ func (a *App) Plans(ctx context.Context) ([]rotate.PolicyPlan, error) {
 		plans = append(plans, pp)
 	}
 	return plans, errors.Join(errs...)
-}
-
-// FlushNotifications gives Slack one chance to take the queued events
-// before a one-shot command exits; what it does not take stays queued.
-func (a *App) FlushNotifications(ctx context.Context) {
-	if a.disp == nil {
-		return
-	}
-	fctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	if _, err := a.disp.DrainOnce(fctx); err != nil {
-		a.log.Warn("notifications left queued for the next run", "err", err)
-	}
 }

@@ -203,14 +203,14 @@ func (d *Dispatcher) DrainOnce(ctx context.Context) (sent int, err error) {
 			next = now.Add(max(RetryAfter(sendErr), d.backoff(it.Attempts)))
 		case temporary:
 			next = now.Add(max(RetryAfter(sendErr), d.backoff(it.Attempts)))
-			log.WarnContext(ctx, "slack unavailable, holding notifications", "err", sendErr, "retry_at", next)
+			log.WarnContext(ctx, "receiver unavailable, holding notifications", "err", sendErr, "retry_at", next)
 			if err := d.out.Retry(ctx, it.ID, next, sendErr.Error()); err != nil {
 				d.log.ErrorContext(ctx, "reschedule notification", "notification_id", it.ID, "err", err)
 				errs = append(errs, fmt.Errorf("reschedule notification %d: %w", it.ID, err))
 			}
 		default:
 			next = now.Add(d.maxBackoff)
-			log.ErrorContext(ctx, "slack refused notification", "err", sendErr, "retry_at", next)
+			log.ErrorContext(ctx, "receiver refused notification", "err", sendErr, "retry_at", next)
 			if err := d.out.Retry(ctx, it.ID, next, sendErr.Error()); err != nil {
 				d.log.ErrorContext(ctx, "reschedule notification", "notification_id", it.ID, "err", err)
 				return sent, errors.Join(append(errs, fmt.Errorf("reschedule notification %d: %w", it.ID, err))...)
