@@ -24,7 +24,7 @@ func TestPrintStatus_Windows(t *testing.T) {
 	out := b.String()
 	for _, want := range []string{
 		"NEXT WINDOW (UTC)",
-		"2026-12-08T10:00:00Z",             // the next opening, Tuesday 10:00
+		"2026-12-08T10:00:00Z",            // the next opening, Tuesday 10:00
 		"open until 2026-12-04T14:00:00Z", // the window open now
 		"VAULT DOWN (rotations fail until it answers): vault: sealed",
 	} {
