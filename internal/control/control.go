@@ -20,9 +20,6 @@ import (
 	"time"
 )
 
-// TriggerSocket is the trigger of rotations asked for over the socket.
-const TriggerSocket = "socket"
-
 // ErrNoDaemon means no daemon answers on the socket; commands then work
 // in-process.
 var ErrNoDaemon = errors.New("no rotatord daemon is listening")
@@ -77,9 +74,10 @@ type VaultStatus struct {
 type RotateRequest struct {
 	Policies  []string `json:"policies,omitempty"`
 	Emergency bool     `json:"emergency,omitempty"`
-	// Trigger is who asked, for the journal and the audit log. The socket
-	// sets it (a caller cannot claim to be someone else); an in-process
-	// command sets its own.
+	// Trigger is who asked, for the journal and the audit log. It never
+	// crosses the socket (a caller cannot claim to be someone else): the
+	// daemon records "socket" when it is empty; an in-process command sets
+	// its own.
 	Trigger string `json:"-"`
 }
 
@@ -196,7 +194,6 @@ func handler(b Backend, log *slog.Logger) http.Handler {
 			replyErr(w, http.StatusBadRequest, fmt.Errorf("decode request: %w", err))
 			return
 		}
-		req.Trigger = TriggerSocket
 		log.Info("rotation requested over the control socket", "policies", req.Policies, "emergency", req.Emergency)
 		res, err := b.Rotate(r.Context(), req)
 		reply(w, res, err)

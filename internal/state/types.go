@@ -55,7 +55,8 @@ type Rotation struct {
 	Step      Step   `json:"step"`
 	// Reason says why the rotation was planned (due, overdue, missing key...).
 	Reason string `json:"reason,omitzero"`
-	// Trigger says who asked: cron, signal, socket, startup.
+	// Trigger says who asked: schedule, signal, socket, cli or resume (the
+	// rotate.Trigger* constants).
 	Trigger   string `json:"trigger,omitzero"`
 	Emergency bool   `json:"emergency,omitzero"`
 
