@@ -70,23 +70,6 @@ func (p *parser) section(top fields, name string, known []string) (fields, bool)
 	return p.mapping(e.val, where{}, name, known)
 }
 
-func (p *parser) state(top fields) StateConfig {
-	sc := StateConfig{Path: DefaultStatePath}
-	f, ok := p.section(top, "state", []string{"path"})
-	if !ok {
-		return sc
-	}
-	w := where{path: "state."}
-	if v := p.str(f, w, "path"); v.set {
-		if v.v == "" {
-			p.errorf(v.line, w, "path", "must not be empty; leave it out for %s", DefaultStatePath)
-		} else {
-			sc.Path = v.v
-		}
-	}
-	return sc
-}
-
 func (p *parser) control(top fields) ControlConfig {
 	cc := ControlConfig{Socket: DefaultControlSocket}
 	f, ok := p.section(top, "control", []string{"socket"})

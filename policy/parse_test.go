@@ -335,7 +335,7 @@ func TestParse_valid(t *testing.T) {
 	}{
 		{"valid/minimal.yaml", &Config{
 			File:    "valid/minimal.yaml",
-			State:   StateConfig{Path: "/var/lib/rotatord/state.db"},
+			State:   StateConfig{Backend: BackendBolt, Path: "/var/lib/rotatord/state.db"},
 			Control: ControlConfig{Socket: "/run/rotatord/rotatord.sock"},
 			Vault: VaultConfig{Address: "https://vault.internal:8200", Mount: "secret",
 				Auth: VaultAuth{Method: "token", TokenEnv: "VAULT_TOKEN"}},
@@ -351,7 +351,7 @@ func TestParse_valid(t *testing.T) {
 		}},
 		{"valid/defaults.yaml", &Config{
 			File:    "valid/defaults.yaml",
-			State:   StateConfig{Path: "/var/lib/rotatord/state.db"},
+			State:   StateConfig{Backend: BackendBolt, Path: "/var/lib/rotatord/state.db"},
 			Control: ControlConfig{Socket: "/run/rotatord/rotatord.sock"},
 			Vault: VaultConfig{Address: "https://vault.internal:8200", Mount: "kv/ssh",
 				Auth: VaultAuth{Method: "token", TokenEnv: "VAULT_TOKEN"}},
@@ -393,7 +393,7 @@ func TestParse_valid(t *testing.T) {
 		}},
 		{"valid/approle_anchors.yaml", &Config{
 			File:    "valid/approle_anchors.yaml",
-			State:   StateConfig{Path: "./state.db"},
+			State:   StateConfig{Backend: BackendBolt, Path: "./state.db"},
 			Control: ControlConfig{Socket: "rotatord.sock"},
 			Metrics: MetricsConfig{Listen: ":9464"},
 			Vault: VaultConfig{Address: "http://127.0.0.1:8200", Mount: "secret",
@@ -420,7 +420,7 @@ func TestParse_valid(t *testing.T) {
 		}},
 		{"valid/window.yaml", &Config{
 			File:    "valid/window.yaml",
-			State:   StateConfig{Path: "/var/lib/rotatord/state.db"},
+			State:   StateConfig{Backend: BackendBolt, Path: "/var/lib/rotatord/state.db"},
 			Control: ControlConfig{Socket: "/run/rotatord/rotatord.sock"},
 			Vault: VaultConfig{Address: "https://vault.internal:8200", Mount: "secret",
 				Auth: VaultAuth{Method: "token", TokenEnv: "VAULT_TOKEN"}},
@@ -448,7 +448,7 @@ func TestParse_valid(t *testing.T) {
 		}},
 		{"valid/webhooks.yaml", &Config{
 			File:    "valid/webhooks.yaml",
-			State:   StateConfig{Path: "/var/lib/rotatord/state.db"},
+			State:   StateConfig{Backend: BackendBolt, Path: "/var/lib/rotatord/state.db"},
 			Control: ControlConfig{Socket: "/run/rotatord/rotatord.sock"},
 			Vault: VaultConfig{Address: "https://vault.internal:8200", Mount: "secret",
 				Auth: VaultAuth{Method: "token", TokenEnv: "VAULT_TOKEN"}},

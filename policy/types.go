@@ -53,11 +53,6 @@ type Config struct {
 	Webhooks  []Webhook // empty when absent
 }
 
-// StateConfig locates the bbolt file.
-type StateConfig struct {
-	Path string // default /var/lib/rotatord/state.db
-}
-
 // ControlConfig locates the control socket.
 type ControlConfig struct {
 	Socket string // default /run/rotatord/rotatord.sock

@@ -83,7 +83,7 @@ func (a *App) reloadFailed(err error) {
 // the control socket and the metrics listener live for the process.
 func restartRequired(old, cur *policy.Config) []string {
 	var out []string
-	if old.State != cur.State {
+	if !old.State.Equal(cur.State) {
 		out = append(out, "state")
 	}
 	if old.Vault != cur.Vault {
