@@ -209,12 +209,12 @@ func (r *Reader) readLine() ([]byte, error) {
 	line, err := r.r.ReadSlice('\n')
 	if err == bufio.ErrBufferFull {
 		long := append([]byte(nil), line...)
-		for err == bufio.ErrBufferFull {
-			if len(long) > maxLine {
-				return nil, &ParseError{Line: r.line, Msg: fmt.Sprintf("longer than %d bytes", maxLine)}
-			}
+		for err == bufio.ErrBufferFull && len(long) <= maxLine {
 			line, err = r.r.ReadSlice('\n')
 			long = append(long, line...)
+		}
+		if len(long) > maxLine {
+			return nil, &ParseError{Line: r.line, Msg: fmt.Sprintf("longer than %d bytes", maxLine)}
 		}
 		line = long
 	}
@@ -327,8 +327,9 @@ func (e *Entry) set(i int, v []byte, last *[numFields]string) error {
 			e.VaultVersion = -e.VaultVersion
 		}
 	case fTime:
-		t, err := time.Parse(time.RFC3339Nano, string(v))
-		if err != nil {
+		// UnmarshalText parses RFC 3339 strictly, as encoding/json does.
+		var t time.Time
+		if err := t.UnmarshalText(v); err != nil {
 			return errors.New("time: not an RFC 3339 time")
 		}
 		e.Time = t.UTC()
