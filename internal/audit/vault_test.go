@@ -3,12 +3,11 @@ package audit_test
 import (
 	"bytes"
 	"context"
+	"log/slog"
 	"strings"
 	"sync"
 	"testing"
 	"time"
-
-	"log/slog"
 
 	"github.com/rotatord/rotatord/internal/audit"
 	"github.com/rotatord/rotatord/internal/vault"
@@ -84,5 +83,51 @@ func TestLoadKey_Vault(t *testing.T) {
 	}
 	if strings.Contains(logs.String(), keys[0].Hex()) || strings.Contains(srv.Output(), keys[0].Hex()) {
 		t.Error("the key shows in a log")
+	}
+}
+
+// racingStore lets another process create the key between LoadKey's read
+// and its check-and-set write: the real Vault must refuse the write, and
+// LoadKey must return the other process's key.
+type racingStore struct {
+	*vault.Store
+	other func()
+}
+
+func (r racingStore) Put(ctx context.Context, path string, data map[string]string, cas int) (int, error) {
+	r.other()
+	return r.Store.Put(ctx, path, data, cas)
+}
+
+func TestLoadKey_VaultLostRace(t *testing.T) {
+	srv := vaulttest.Start(t)
+	ctx := context.Background()
+	s, err := vault.New(ctx, vault.Config{Address: srv.Addr, Mount: vaulttest.Mount, Auth: vault.Auth{Token: srv.RootToken}, Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	winner, err := audit.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv := srv.Client(t).KVv2(vaulttest.Mount)
+	k, err := audit.LoadKey(ctx, racingStore{Store: s, other: func() {
+		if _, err := kv.Put(ctx, audit.KeyPath, map[string]any{"key": winner.Hex()}); err != nil {
+			t.Error(err)
+		}
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !k.Equal(winner) {
+		t.Error("LoadKey kept its own key after Vault refused its check-and-set write")
+	}
+	kvs, err := kv.Get(ctx, audit.KeyPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if kvs.VersionMetadata.Version != 1 {
+		t.Errorf("Vault holds %d versions, want only the winner's", kvs.VersionMetadata.Version)
 	}
 }
