@@ -301,11 +301,12 @@ var fieldIndex = func() map[string]int {
 	return m
 }()
 
-// set stores the text of field i in e. last holds the previous entry's
-// strings: a value equal to it (policy, provider, event, trigger...) is
-// shared rather than allocated again, which makes reading a large export
-// a third faster.
-func (e *Entry) set(i int, v []byte, last *[numFields]string) error {
+// set stores the text of field i in e: v, which vs holds as a string
+// already (a substring of the line, converted once: one allocation per
+// entry rather than one per field). last holds the previous entry's
+// strings: a value equal to one of them (policy, provider, event,
+// trigger...) shares it, so that the line can be freed sooner.
+func (e *Entry) set(i int, v []byte, vs string, last *[numFields]string) error {
 	switch i {
 	case fSeq:
 		n, err := parseUint(v)
@@ -334,8 +335,8 @@ func (e *Entry) set(i int, v []byte, last *[numFields]string) error {
 		}
 		e.Time = t.UTC()
 	default:
-		if string(v) != last[i] {
-			last[i] = string(v)
+		if vs != last[i] {
+			last[i] = vs
 		}
 		*e.stringField(i) = last[i]
 	}
@@ -404,7 +405,7 @@ func parseJSONL(b []byte, last *[numFields]string) (Entry, error) {
 	if !utf8.Valid(b) {
 		return Entry{}, errors.New("invalid UTF-8")
 	}
-	p := jsonParser{b: b}
+	p := jsonParser{b: b, s: string(b)}
 	var e Entry
 	var seen [numFields]bool
 	next := 0
@@ -416,7 +417,7 @@ func parseJSONL(b []byte, last *[numFields]string) (Entry, error) {
 	if !p.eat('}') {
 		for {
 			p.ws()
-			key, err := p.str()
+			key, _, err := p.str()
 			if err != nil {
 				return Entry{}, fmt.Errorf("member name: %w", err)
 			}
@@ -439,12 +440,13 @@ func parseJSONL(b []byte, last *[numFields]string) (Entry, error) {
 			}
 			p.ws()
 			var v []byte
+			var vs string
 			if i == fSeq || i == fVaultVersion {
 				v = p.number()
-			} else if v, err = p.str(); err != nil {
+			} else if v, vs, err = p.str(); err != nil {
 				return Entry{}, fmt.Errorf("field %s: %w", Fields[i], err)
 			}
-			if err := e.set(i, v, last); err != nil {
+			if err := e.set(i, v, vs, last); err != nil {
 				return Entry{}, fmt.Errorf("field %w", err)
 			}
 			p.ws()
@@ -471,6 +473,7 @@ func parseJSONL(b []byte, last *[numFields]string) (Entry, error) {
 // jsonParser scans the flat objects of a JSONL export.
 type jsonParser struct {
 	b   []byte
+	s   string // b as a string
 	i   int
 	buf []byte
 }
@@ -507,11 +510,12 @@ func (p *jsonParser) number() []byte {
 	return p.b[start:p.i]
 }
 
-// str returns the value of a JSON string. The result may alias the line
-// or an internal buffer; callers copy it (Entry.set does).
-func (p *jsonParser) str() ([]byte, error) {
+// str returns the value of a JSON string as bytes (aliasing the line or
+// an internal buffer) and as a string (a substring of the line's string,
+// or a copy when the value had escapes).
+func (p *jsonParser) str() ([]byte, string, error) {
 	if !p.eat('"') {
-		return nil, errors.New("want a string")
+		return nil, "", errors.New("want a string")
 	}
 	start := p.i
 	for p.i < len(p.b) {
@@ -519,15 +523,19 @@ func (p *jsonParser) str() ([]byte, error) {
 		switch {
 		case c == '"':
 			p.i++
-			return p.b[start : p.i-1], nil
+			return p.b[start : p.i-1], p.s[start : p.i-1], nil
 		case c == '\\':
-			return p.strEscaped(start)
+			v, err := p.strEscaped(start)
+			if err != nil {
+				return nil, "", err
+			}
+			return v, string(v), nil
 		case c < 0x20:
-			return nil, errors.New("control character in a string")
+			return nil, "", errors.New("control character in a string")
 		}
 		p.i++
 	}
-	return nil, errors.New("unterminated string")
+	return nil, "", errors.New("unterminated string")
 }
 
 // strEscaped continues str from the first backslash.
@@ -648,11 +656,15 @@ func (r *Reader) nextCSV() (Entry, error) {
 			return Entry{}, &ParseError{Line: r.line, Msg: fmt.Sprintf("%d fields, want %d", len(rec), numFields)}
 		}
 		var e Entry
+		all := string(r.fbuf) // the record's fields, end to end
+		start := 0
 		for i, v := range rec {
 			if !utf8.Valid(v) {
 				return Entry{}, &ParseError{Line: r.line, Msg: "field " + Fields[i] + ": invalid UTF-8"}
 			}
-			if err := e.set(i, v, &r.last); err != nil {
+			vs := all[start : start+len(v)]
+			start += len(v)
+			if err := e.set(i, v, vs, &r.last); err != nil {
 				return Entry{}, &ParseError{Line: r.line, Msg: "field " + err.Error()}
 			}
 		}
