@@ -277,7 +277,9 @@ func (v *Verifier) malformed(err error, index int) error {
 }
 
 // Finish checks what only the end of the log can show: a cut tail against
-// ExpectHead and a start no checkpoint vouched for. It returns the Result,
+// ExpectHead and a start no checkpoint vouched for (the checkpoint comes
+// after the entries it vouches for, so a log both cut at the start and
+// broken further on reports the later break). It returns the Result,
 // and the first break (a *BrokenError) if there was one.
 func (v *Verifier) Finish() (Result, error) {
 	if v.err != nil {
