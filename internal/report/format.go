@@ -27,7 +27,7 @@ const (
 
 // Formats returns the formats Write accepts, the default first.
 func Formats() []string {
-	return []string{FormatTable, FormatJSON, FormatCSV, FormatMarkdown}
+	return []string{FormatTable, FormatJSON, FormatCSV, FormatMarkdown, FormatHTML}
 }
 
 // Write renders the report in format:
@@ -39,6 +39,8 @@ func Formats() []string {
 //     are left out so that every line parses as a record.
 //   - markdown: a GitHub-flavoured table with the summary and warnings, for
 //     tickets and pull requests.
+//   - html: one self-contained page for auditors, with a key-age chart; it
+//     prints well (see writeHTML).
 func (r *Report) Write(w io.Writer, format string) error {
 	var err error
 	switch format {
@@ -50,6 +52,8 @@ func (r *Report) Write(w io.Writer, format string) error {
 		err = r.writeCSV(w)
 	case FormatMarkdown:
 		err = r.writeMarkdown(w)
+	case FormatHTML:
+		err = r.writeHTML(w)
 	default:
 		return fmt.Errorf("write report: unknown format %q (want one of %s)", format, strings.Join(Formats(), ", "))
 	}
@@ -252,11 +256,16 @@ func (r *Report) writeJSON(w io.Writer) error {
 	if err := member("summary", r.Summary, false); err != nil {
 		return err
 	}
-	if err := member("policies", r.Policies, len(r.Warnings) == 0); err != nil {
+	if err := member("policies", r.Policies, len(r.Warnings) == 0 && r.AuditHead == ""); err != nil {
 		return err
 	}
 	if len(r.Warnings) > 0 {
-		if err := member("warnings", r.Warnings, true); err != nil {
+		if err := member("warnings", r.Warnings, r.AuditHead == ""); err != nil {
+			return err
+		}
+	}
+	if r.AuditHead != "" {
+		if err := member("audit_head", r.AuditHead, true); err != nil {
 			return err
 		}
 	}

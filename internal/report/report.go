@@ -107,6 +107,10 @@ type Report struct {
 	// a provider listing that failed, a recorded key missing on the
 	// provider, keys of a policy no longer configured.
 	Warnings []string `json:"warnings,omitempty"`
+	// AuditHead is the head of the audit log ("SEQ:HASH") when the report
+	// was generated: printed, it lets a later `audit verify -expect-head`
+	// catch a cut or rewritten log (DESIGN.md §11). Empty when unknown.
+	AuditHead string `json:"audit_head,omitempty"`
 }
 
 // Source is what a report is generated from.
