@@ -13,6 +13,12 @@
 #   secret/metadata/ssh/*  read:           current version number (for check-and-set)
 #                          delete:         remove every version of <vault_path>/pending
 #                                          once it is promoted, so no key lingers
+#   secret/data/rotatord/audit-key
+#                          create, read:   the HMAC key that seals the audit log, made
+#                                          once (check-and-set) and read at start; no
+#                                          update or delete, so it cannot be replaced
+#   secret/metadata/rotatord/audit-key
+#                          read:           the check-and-set of that first write
 # The token's "default" policy (attached unless you disable it) covers token
 # lookup and renewal, which rotatord uses to check and keep its token alive.
 #
@@ -45,4 +51,12 @@ path "secret/data/ssh/*" {
 
 path "secret/metadata/ssh/*" {
   capabilities = ["read", "delete"]
+}
+
+path "secret/data/rotatord/audit-key" {
+  capabilities = ["create", "read"]
+}
+
+path "secret/metadata/rotatord/audit-key" {
+  capabilities = ["read"]
 }

@@ -29,7 +29,7 @@ const (
 const maxSocketPath = 107
 
 var (
-	topKeys      = []string{"state", "control", "metrics", "vault", "slack", "report", "providers", "defaults", "policies", "webhooks"}
+	topKeys      = []string{"state", "control", "metrics", "vault", "slack", "report", "providers", "defaults", "policies", "webhooks", "audit"}
 	vaultKeys    = []string{"address", "mount", "auth"}
 	authKeys     = []string{"method", "token_env", "token_file", "role_id_file", "secret_id_file", "approle_mount"}
 	slackKeys    = []string{"token_env", "token_file", "webhook_url_env", "webhook_url_file", "channel"}
@@ -58,6 +58,7 @@ func (p *parser) config(root *yaml.Node) *Config {
 	cfg.Providers = p.providers(top)
 	cfg.Policies = p.policies(top, cfg)
 	cfg.Webhooks = p.webhooks(top)
+	cfg.Audit = p.audit(top)
 	return cfg
 }
 

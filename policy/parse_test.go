@@ -492,6 +492,9 @@ func TestParse_valid(t *testing.T) {
 					t.Errorf("policy %d:\n got %+v\nwant %+v", i, got.Policies[i], tt.want.Policies[i])
 				}
 			}
+			if tt.want.Audit == (AuditConfig{}) {
+				tt.want.Audit.Retention = DefaultAuditRetention // none of these sets it
+			}
 			if !reflect.DeepEqual(got, tt.want) {
 				t.Errorf("config:\n got %+v\nwant %+v", *got, *tt.want)
 			}

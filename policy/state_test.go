@@ -22,6 +22,7 @@ func TestParse_invalidState(t *testing.T) {
 		{"etcd_without_backend", []string{`invalid_state/etcd_without_backend.yaml:3: state.etcd: only used with backend etcd; add backend: etcd, or leave etcd out`}},
 		{"etcd_endpoint_credentials", []string{`invalid_state/etcd_endpoint_credentials.yaml:7: state.etcd.endpoints: must not carry credentials; use username_env with password_env or password_file`}},
 		{"state_unknown_backend", []string{`invalid_state/state_unknown_backend.yaml:3: state.backend: must be bbolt or etcd (got "postgres")`}},
+		{"audit_retention_short", []string{`invalid_state/audit_retention_short.yaml:3: audit.retention: must be 30d or more (the default, 400d, keeps a year and a month) (got "7d")`}},
 		{"etcd_cert_without_key", []string{`invalid_state/etcd_cert_without_key.yaml:6: state.etcd.tls.key_file: required with cert_file (a client certificate needs its key)`}},
 	} {
 		t.Run(tc.file, func(t *testing.T) {
@@ -78,7 +79,7 @@ func TestLoad_exampleDocumentsStateKeys(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, keys := range [][]string{stateKeys, etcdKeys, etcdTLSKeys} {
+	for _, keys := range [][]string{stateKeys, etcdKeys, etcdTLSKeys, auditKeys} {
 		for _, k := range keys {
 			if !strings.Contains(string(b), " "+k+":") {
 				t.Errorf("policies.example.yaml does not show state key %s", k)

@@ -51,6 +51,7 @@ type Config struct {
 	Providers []Provider
 	Policies  []Policy
 	Webhooks  []Webhook // empty when absent
+	Audit     AuditConfig
 }
 
 // ControlConfig locates the control socket.

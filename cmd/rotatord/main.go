@@ -45,6 +45,8 @@ Usage:
   rotatord report  -config FILE [-format table|json|csv|markdown] [-fail-on overdue]
   rotatord status  -config FILE               the running daemon's view
   rotatord reload  -config FILE               make the running daemon re-read its config (like SIGHUP, with the outcome)
+  rotatord audit   export -config FILE [-since TIME] [-format jsonl|csv] [-out FILE]
+  rotatord audit   verify -config FILE [-file EXPORT] [-expect-head SEQ:HASH] [-partial] [-key-file FILE]
   rotatord version
 
 Run 'rotatord COMMAND -h' for a command's flags.
@@ -60,6 +62,7 @@ var commands = map[string]command{
 	"report":  cmdReport,
 	"status":  cmdStatus,
 	"reload":  cmdReload,
+	"audit":   cmdAudit,
 	"version": cmdVersion,
 }
 

@@ -1,6 +1,7 @@
 package control
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -76,6 +77,47 @@ func (c *Client) Report(ctx context.Context) (json.RawMessage, error) {
 	return raw, c.do(ctx, http.MethodGet, "/v1/report", nil, &raw)
 }
 
+// AuditExport streams the daemon's audit log export to w.
+func (c *Client) AuditExport(ctx context.Context, w io.Writer, req AuditExportRequest) error {
+	resp, err := c.send(ctx, http.MethodPost, "/v1/audit/export", req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return answerError(resp)
+	}
+	// Lines are passed on one behind, so that a failure trailer (and the
+	// line break put before it) never reaches w.
+	r := bufio.NewReaderSize(resp.Body, 64<<10)
+	var held []byte
+	for {
+		line, err := r.ReadBytes('\n')
+		if msg, failed := bytes.CutPrefix(line, []byte(exportFailed)); failed {
+			return fmt.Errorf("audit export: %s", bytes.TrimSpace(msg))
+		}
+		if len(held) > 0 {
+			if _, werr := w.Write(held); werr != nil {
+				return werr
+			}
+		}
+		held = append(held[:0], line...)
+		if err == io.EOF {
+			_, werr := w.Write(held)
+			return werr
+		}
+		if err != nil {
+			return fmt.Errorf("audit export: read answer: %w", err)
+		}
+	}
+}
+
+// AuditVerify asks the daemon to verify its live audit log.
+func (c *Client) AuditVerify(ctx context.Context, req AuditVerifyRequest) (AuditVerifyResult, error) {
+	var res AuditVerifyResult
+	return res, c.do(ctx, http.MethodPost, "/v1/audit/verify", req, &res)
+}
+
 // Plan fetches the daemon's dry run as JSON.
 func (c *Client) Plan(ctx context.Context) (json.RawMessage, error) {
 	var raw json.RawMessage
@@ -83,36 +125,17 @@ func (c *Client) Plan(ctx context.Context) (json.RawMessage, error) {
 }
 
 func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
-	var body io.Reader
-	if in != nil {
-		b, err := json.Marshal(in)
-		if err != nil {
-			return err
-		}
-		body = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, "http://rotatord"+path, body)
+	resp, err := c.send(ctx, method, path, in)
 	if err != nil {
 		return err
 	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		if isNoDaemon(err) {
-			return fmt.Errorf("%w on %s", ErrNoDaemon, c.path)
-		}
-		return fmt.Errorf("control socket %s: %w", c.path, err)
-	}
 	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return answerError(resp)
+	}
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
 	if err != nil {
 		return fmt.Errorf("control socket: read answer: %w", err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		var e errorBody
-		if json.Unmarshal(data, &e) == nil && e.Error != "" {
-			return errors.New(e.Error)
-		}
-		return fmt.Errorf("control socket: HTTP %d", resp.StatusCode)
 	}
 	if out == nil {
 		return nil
@@ -121,6 +144,40 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 		return fmt.Errorf("control socket: decode answer: %w", err)
 	}
 	return nil
+}
+
+// send makes one request; the caller closes the body.
+func (c *Client) send(ctx context.Context, method, path string, in any) (*http.Response, error) {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return nil, err
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://rotatord"+path, body)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		if isNoDaemon(err) {
+			return nil, fmt.Errorf("%w on %s", ErrNoDaemon, c.path)
+		}
+		return nil, fmt.Errorf("control socket %s: %w", c.path, err)
+	}
+	return resp, nil
+}
+
+// answerError turns an error answer into an error with its message.
+func answerError(resp *http.Response) error {
+	data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	var e errorBody
+	if json.Unmarshal(data, &e) == nil && e.Error != "" {
+		return errors.New(e.Error)
+	}
+	return fmt.Errorf("control socket: HTTP %d", resp.StatusCode)
 }
 
 // isNoDaemon tells "nobody listens" (missing socket, refused) from other

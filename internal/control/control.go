@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -103,6 +104,34 @@ type ReloadResult struct {
 	RestartRequired []string `json:"restart_required,omitempty"`
 }
 
+// AuditExportRequest asks for the audit log as an export.
+type AuditExportRequest struct {
+	Format string    `json:"format,omitempty"` // jsonl (default) or csv
+	Since  time.Time `json:"since,omitzero"`   // from the first entry at or after it; zero: all
+}
+
+// AuditVerifyRequest asks the daemon to verify its live audit log.
+type AuditVerifyRequest struct {
+	// ExpectHead is a head published earlier (SEQ:HASH); the log must
+	// still hold it, which catches a cut tail.
+	ExpectHead string `json:"expect_head,omitempty"`
+}
+
+// AuditVerifyResult is a verification's outcome. Broken is empty when the
+// log verified; otherwise it names the first bad entry and why.
+type AuditVerifyResult struct {
+	Entries         int    `json:"entries"`
+	Base            string `json:"base,omitempty"` // the pruned head the log starts after
+	Head            string `json:"head"`
+	HMACChecked     bool   `json:"hmac_checked"`
+	HeadChecked     bool   `json:"head_checked"`
+	Checkpoints     int    `json:"checkpoints"`
+	UpgradedThrough uint64 `json:"upgraded_through,omitempty"`
+	Broken          string `json:"broken,omitempty"`
+	BrokenSeq       uint64 `json:"broken_seq,omitempty"`
+	BrokenReason    string `json:"broken_reason,omitempty"`
+}
+
 // Backend is what the daemon offers over the socket. The in-process app
 // (no daemon running) offers the same, so the CLI picks one and talks to
 // it the same way.
@@ -116,7 +145,14 @@ type Backend interface {
 	Report(ctx context.Context) (json.RawMessage, error)
 	// Plan returns the dry run of every policy as JSON (the CLI prints it).
 	Plan(ctx context.Context) (json.RawMessage, error)
+	// AuditExport writes the audit log to w.
+	AuditExport(ctx context.Context, w io.Writer, req AuditExportRequest) error
+	// AuditVerify verifies the live audit log.
+	AuditVerify(ctx context.Context, req AuditVerifyRequest) (AuditVerifyResult, error)
 }
+
+// exportFailed starts the last line of an export stream that failed.
+const exportFailed = "\x00rotatord: export failed: "
 
 // errorBody is every error answer.
 type errorBody struct {
@@ -209,6 +245,29 @@ func handler(b Backend, log *slog.Logger) http.Handler {
 	mux.HandleFunc("GET /v1/plan", func(w http.ResponseWriter, r *http.Request) {
 		plan, err := b.Plan(r.Context())
 		reply(w, plan, err)
+	})
+	mux.HandleFunc("POST /v1/audit/export", func(w http.ResponseWriter, r *http.Request) {
+		var req AuditExportRequest
+		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20)).Decode(&req); err != nil {
+			replyErr(w, http.StatusBadRequest, fmt.Errorf("decode request: %w", err))
+			return
+		}
+		// Streamed: a year's log is large. An error after the first bytes
+		// cannot change the status, so it ends the stream with a trailer
+		// line the client turns back into an error.
+		w.Header().Set("Content-Type", "application/octet-stream")
+		if err := b.AuditExport(r.Context(), w, req); err != nil {
+			_, _ = fmt.Fprintf(w, "\n%s%s\n", exportFailed, err)
+		}
+	})
+	mux.HandleFunc("POST /v1/audit/verify", func(w http.ResponseWriter, r *http.Request) {
+		var req AuditVerifyRequest
+		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20)).Decode(&req); err != nil {
+			replyErr(w, http.StatusBadRequest, fmt.Errorf("decode request: %w", err))
+			return
+		}
+		res, err := b.AuditVerify(r.Context(), req)
+		reply(w, res, err)
 	})
 	return mux
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -36,6 +37,51 @@ func (f *fakeBackend) Report(context.Context) (json.RawMessage, error) {
 
 func (f *fakeBackend) Plan(context.Context) (json.RawMessage, error) {
 	return json.RawMessage(`[{"Policy":"gpu"}]`), f.fail
+}
+
+// exportLines is what the fake's export writes.
+const exportLines = "{\"seq\":1}\n{\"seq\":2}\n"
+
+func (f *fakeBackend) AuditExport(_ context.Context, w io.Writer, req AuditExportRequest) error {
+	if _, err := io.WriteString(w, exportLines); err != nil {
+		return err
+	}
+	if req.Format == "broken" {
+		return errors.New("state read failed at entry 3")
+	}
+	return f.fail
+}
+
+func (f *fakeBackend) AuditVerify(_ context.Context, req AuditVerifyRequest) (AuditVerifyResult, error) {
+	return AuditVerifyResult{Entries: 2, Head: "2:abc", HeadChecked: req.ExpectHead != ""}, f.fail
+}
+
+// An export streams through untouched; one that fails half-way is an
+// error at the client, and its trailer never reaches the output.
+func TestClient_AuditExport(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ctl.sock")
+	srv, err := Listen(path, &fakeBackend{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close(context.Background())
+	c := NewClient(path)
+	var out strings.Builder
+	if err := c.AuditExport(context.Background(), &out, AuditExportRequest{}); err != nil || out.String() != exportLines {
+		t.Fatalf("export = %q, %v; want %q", out.String(), err, exportLines)
+	}
+	out.Reset()
+	err = c.AuditExport(context.Background(), &out, AuditExportRequest{Format: "broken"})
+	if err == nil || !strings.Contains(err.Error(), "state read failed at entry 3") {
+		t.Fatalf("a failed export returned %v", err)
+	}
+	if strings.Contains(out.String(), "export failed") || !strings.HasPrefix(exportLines, out.String()) {
+		t.Errorf("the failed export wrote %q", out.String())
+	}
+	res, err := c.AuditVerify(context.Background(), AuditVerifyRequest{ExpectHead: "2:abc"})
+	if err != nil || res.Head != "2:abc" || !res.HeadChecked {
+		t.Errorf("AuditVerify = %+v, %v", res, err)
+	}
 }
 
 func TestServer_RoundTrip(t *testing.T) {

@@ -59,6 +59,7 @@ type App struct {
 	db    state.Store
 	vault *keyStore // nil when NoVault or Options.Keys is set
 	keys  rotate.KeyStore
+	audit *auditKeys
 	// channels are the notification destinations, Slack and webhooks,
 	// each with its own outbox and dispatcher.
 	channels []channel
@@ -117,9 +118,9 @@ func New(ctx context.Context, cfg *policy.Config, opts Options) (*App, error) {
 	if opts.Load == nil {
 		opts.Load = policy.Load
 	}
-	a := &App{opts: opts, log: opts.Logger, locks: rotate.NewLocks(), met: NewMetrics()}
+	a := &App{opts: opts, log: opts.Logger, locks: rotate.NewLocks(), met: NewMetrics(), audit: &auditKeys{}}
 	a.halt, a.haltRuns = context.WithCancel(context.Background())
-	db, err := bolt.OpenStore(cfg.State.Path, bolt.Options{ReadOnly: opts.ReadOnly})
+	db, err := bolt.OpenStore(cfg.State.Path, bolt.Options{ReadOnly: opts.ReadOnly, AuditKeys: a.audit})
 	if err != nil {
 		return nil, fmt.Errorf("open state: %w", err)
 	}
@@ -133,6 +134,9 @@ func New(ctx context.Context, cfg *policy.Config, opts Options) (*App, error) {
 			return nil, err
 		}
 		a.keys = a.vault
+	}
+	if a.keys != nil {
+		a.audit.ks = a.keys
 	}
 	if !opts.NoSlack {
 		err := a.openWebhooks(cfg)
@@ -168,7 +172,7 @@ func (a *App) build(cfg *policy.Config) (*runtime, error) {
 	eng := rotate.New(rotate.Config{
 		Journal: a.db, Keys: a.keys, Providers: provs, Locks: a.locks, ProviderConcurrency: conc,
 		Logger: a.log.With("component", "rotate"), Kick: a.kick, Hook: a.opts.Hook,
-		BackoffBase: a.opts.BackoffBase, Sinks: a.sinks(),
+		BackoffBase: a.opts.BackoffBase, Sinks: a.sinks(), Ready: a.audit.Load,
 	})
 	rt := &runtime{cfg: cfg, providers: provs, engine: eng, loaded: time.Now()}
 	if rt.sched, err = a.schedule(rt); err != nil {
@@ -206,7 +210,16 @@ func (a *App) Start(ctx context.Context) error {
 	a.startScheduler(rt)
 	a.runDispatchers(bgctx)
 	if a.vault != nil {
-		a.bg.Go(func() { a.vault.watch(bgctx, a.met.VaultUp) })
+		a.bg.Go(func() {
+			a.vault.watch(bgctx, func(up bool) {
+				a.met.VaultUp(up)
+				if up {
+					if err := a.audit.Load(bgctx); err != nil {
+						a.log.Error("load the audit key", "err", err)
+					}
+				}
+			})
+		})
 	}
 	a.bg.Go(func() { a.sweepLoop(bgctx) })
 	a.started = time.Now()

@@ -3,9 +3,11 @@ package daemon
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"time"
 
+	"github.com/rotatord/rotatord/internal/audit"
 	"github.com/rotatord/rotatord/internal/control"
 	"github.com/rotatord/rotatord/internal/state"
 	"github.com/rotatord/rotatord/policy"
@@ -56,6 +58,8 @@ func (a *App) Reload(ctx context.Context) (control.ReloadResult, error) {
 		a.startScheduler(rt)
 	}
 	a.met.ConfigLoaded(true, rt.loaded)
+	a.auditDaemon(audit.Entry{Event: audit.EventReload, Trigger: "reload",
+		Detail: fmt.Sprintf("config %s reloaded: %d polic(ies)", cfg.File, res.Policies)})
 	if len(res.RestartRequired) > 0 {
 		a.log.Warn("config reloaded; some changed settings take effect only at the next restart",
 			"policies", res.Policies, "restart_required", res.RestartRequired)
@@ -73,6 +77,7 @@ func (a *App) reloadFailed(err error) {
 	a.reloadErr = err.Error()
 	a.mu.Unlock()
 	a.log.Error("reload failed; keeping the running config", "err", err)
+	a.auditDaemon(audit.Entry{Event: audit.EventReload, Trigger: "reload", Detail: "reload failed; the running config stays in force: " + err.Error()})
 	if _, err := a.notifyDaemon(state.Event{Kind: policy.EventReloadFailed, Error: err.Error(), Time: time.Now()}); err != nil {
 		a.log.Error("queue reload failure notice", "err", err)
 	}

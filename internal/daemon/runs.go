@@ -77,14 +77,21 @@ func (a *App) runPolicy(ctx context.Context, rt *runtime, p policy.Policy, opts 
 	return res
 }
 
+// sweepLoop deletes retired keys when their grace ends and, once a day,
+// prunes the audit log past its retention.
 func (a *App) sweepLoop(ctx context.Context) {
 	t := time.NewTicker(a.opts.SweepInterval)
 	defer t.Stop()
+	var pruned time.Time
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		}
+		if time.Since(pruned) >= auditPruneEvery {
+			a.pruneAudit(ctx)
+			pruned = time.Now()
 		}
 		rt := a.runtime()
 		for _, p := range rt.cfg.Policies {

@@ -1,6 +1,7 @@
 package report
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
@@ -10,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rotatord/rotatord/internal/audit"
 	"github.com/rotatord/rotatord/internal/cloud"
 	"github.com/rotatord/rotatord/internal/state"
 	"github.com/rotatord/rotatord/internal/state/bolt"
@@ -134,7 +136,13 @@ const (
 
 func newFixture(t testing.TB) *fixture {
 	t.Helper()
-	db, err := bolt.OpenStore(filepath.Join(t.TempDir(), "state.db"), bolt.Options{NoSync: true})
+	// A fixed audit key and fixed entry times make a fixed audit head,
+	// which every format publishes.
+	key, err := audit.NewKey(bytes.Repeat([]byte{7}, audit.KeySize))
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := bolt.OpenStore(filepath.Join(t.TempDir(), "state.db"), bolt.Options{NoSync: true, AuditKeys: state.StaticAuditKey(key)})
 	if err != nil {
 		t.Fatalf("open state: %v", err)
 	}
@@ -193,6 +201,12 @@ func newFixture(t testing.TB) *fixture {
 		}
 		for _, s := range statuses {
 			if err := tx.PutPolicyStatus(s); err != nil {
+				return err
+			}
+		}
+		for _, r := range records {
+			if err := tx.AppendAudit(audit.Entry{Time: r.CreatedAt, Policy: r.Policy, Provider: r.Provider, Event: audit.EventRotated,
+				Trigger: "schedule", KeyID: r.KeyID, KeyName: r.Name, Fingerprint: r.Fingerprint, RotationID: r.RotationID}); err != nil {
 				return err
 			}
 		}

@@ -124,6 +124,9 @@ func (r *Report) Digest() string {
 	if n := len(r.Warnings); n > 0 {
 		fmt.Fprintf(&b, "%d warning(s): run `rotatord report` for details.\n", n)
 	}
+	if r.AuditHead != "" {
+		fmt.Fprintf(&b, "Audit log head: %s\n", r.AuditHead)
+	}
 	return b.String()
 }
 
@@ -193,6 +196,9 @@ func (r *Report) writeTable(w io.Writer) error {
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "\n%s (generated %s)\n", r.summaryLine(), stamp(r.GeneratedAt))
+	if r.AuditHead != "" {
+		fmt.Fprintf(&b, "audit log head: %s\n", r.AuditHead)
+	}
 	for _, m := range r.Warnings {
 		fmt.Fprintf(&b, "warning: %s\n", clean(m))
 	}
@@ -337,7 +343,7 @@ func (r *Report) writeCSV(w io.Writer) error {
 	cw := csv.NewWriter(w)
 	if err := cw.Write([]string{
 		"policy", "provider", "project_id", "key_id", "key_name", "fingerprint", "created_at",
-		"age_seconds", "max_age_seconds", "status", "default", "last_rotation", "next_rotation",
+		"age_seconds", "max_age_seconds", "status", "default", "last_rotation", "next_rotation", "audit_head",
 	}); err != nil {
 		return err
 	}
@@ -345,7 +351,7 @@ func (r *Report) writeCSV(w io.Writer) error {
 		if err := cw.Write([]string{
 			k.Policy, k.Provider, strconv.FormatInt(k.ProjectID, 10), k.KeyID, k.KeyName, k.Fingerprint,
 			stamp(k.CreatedAt), strconv.FormatInt(k.AgeSeconds, 10), strconv.FormatInt(k.MaxAgeSeconds, 10),
-			k.Status, strconv.FormatBool(k.Default), stamp(k.LastRotation), stamp(k.NextRotation),
+			k.Status, strconv.FormatBool(k.Default), stamp(k.LastRotation), stamp(k.NextRotation), r.AuditHead,
 		}); err != nil {
 			return err
 		}
@@ -406,6 +412,9 @@ func (r *Report) writeMarkdown(w io.Writer) error {
 		line(row)
 	}
 	fmt.Fprintf(&b, "\n**%s**\n", r.summaryLine())
+	if r.AuditHead != "" {
+		fmt.Fprintf(&b, "\nAudit log head: `%s`\n", r.AuditHead)
+	}
 	if len(r.Warnings) > 0 {
 		b.WriteString("\n## Warnings\n\n")
 		for _, m := range r.Warnings {

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rotatord/rotatord/internal/audit"
 	"github.com/rotatord/rotatord/internal/cloud"
 )
 
@@ -209,8 +210,12 @@ func TestReport_WriteCSV(t *testing.T) {
 	if len(recs) != len(r.Keys)+1 {
 		t.Errorf("%d records, want a header and %d keys", len(recs), len(r.Keys))
 	}
-	if got := strings.Join(recs[0], ","); got != "policy,provider,project_id,key_id,key_name,fingerprint,created_at,age_seconds,max_age_seconds,status,default,last_rotation,next_rotation" {
+	if got := strings.Join(recs[0], ","); got != "policy,provider,project_id,key_id,key_name,fingerprint,created_at,age_seconds,max_age_seconds,status,default,last_rotation,next_rotation,audit_head" {
 		t.Errorf("header = %s", got)
+	}
+	// Every record carries the head, so a file handed on alone still has it.
+	if _, err := audit.ParseHead(recs[1][13]); err != nil || recs[1][13] != r.AuditHead {
+		t.Errorf("audit_head cell = %q, want the report's head %q", recs[1][13], r.AuditHead)
 	}
 }
 
@@ -230,7 +235,8 @@ func TestReport_WriteHostileNames(t *testing.T) {
 	if strings.ContainsAny(table.String(), "\x1b\t") {
 		t.Errorf("table output carries control characters:\n%q", table.String())
 	}
-	if got, want := strings.Count(table.String(), "\n"), len(r.Keys)+2+len(r.Warnings)+1; got != want {
+	// header, keys, blank, summary, audit head, warnings
+	if got, want := strings.Count(table.String(), "\n"), len(r.Keys)+2+len(r.Warnings)+2; got != want {
 		t.Errorf("table has %d lines, want %d (a name broke a line)", got, want)
 	}
 

@@ -275,6 +275,13 @@ func (g *generator) warn(format string, args ...any) {
 // readState turns every key record into a row (or skips it) and loads the
 // policies' status.
 func (g *generator) readState(tx state.Tx) error {
+	head, err := tx.AuditHead()
+	if err != nil {
+		return err
+	}
+	if head.Seq > 0 {
+		g.report.AuditHead = head.String()
+	}
 	g.status = make(map[string]state.PolicyStatus, len(g.policies))
 	g.lastActive = make(map[string]time.Time, len(g.policies))
 	g.hasActive = make(map[string]bool, len(g.policies))

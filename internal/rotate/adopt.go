@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/rotatord/rotatord/internal/audit"
 	"github.com/rotatord/rotatord/internal/cloud"
 	"github.com/rotatord/rotatord/internal/state"
 	"github.com/rotatord/rotatord/policy"
@@ -44,8 +45,9 @@ func (e *Engine) adopt(ctx context.Context, p policy.Policy, prov cloud.Provider
 				}); err != nil {
 					return err
 				}
-				return tx.audit("key_adopted", k.ID, k.Name, k.Fingerprint, current[fieldRotationID], TriggerResume,
-					"no record, but its private half is at "+p.VaultPath+": active again")
+				return tx.audit(audit.Entry{Event: audit.EventKeyAdopted, Trigger: TriggerResume, KeyID: k.ID, KeyName: k.Name,
+					Fingerprint: k.Fingerprint, RotationID: current[fieldRotationID], VaultPath: p.VaultPath, VaultVersion: curVer,
+					Detail: "no record, but its private half is at " + p.VaultPath + ": active again"})
 			})
 			if err != nil {
 				return adopted, fmt.Errorf("adopt key %s: %w", k.ID, err)

@@ -20,6 +20,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/rotatord/rotatord/internal/audit"
 	"github.com/rotatord/rotatord/internal/cloud"
 	"github.com/rotatord/rotatord/internal/keygen"
 	"github.com/rotatord/rotatord/internal/state"
@@ -61,6 +62,10 @@ type Config struct {
 	// Sinks are where notifications go (Slack, webhooks); an event no
 	// sink wants is not queued. The audit log is written either way.
 	Sinks []Sink
+	// Ready, when set, is checked before a run does anything: the daemon
+	// loads the audit key from Vault there, so that no side effect happens
+	// that the audit log could then not record.
+	Ready func(ctx context.Context) error
 	// Concurrency bounds the requests in flight to each provider account
 	// (default 8); ProviderConcurrency overrides it per provider name.
 	// Rotations in flight per provider are bounded at 8x that, so that
@@ -107,6 +112,9 @@ func New(cfg Config) *Engine {
 	}
 	if cfg.Hook == nil {
 		cfg.Hook = func(string) {}
+	}
+	if cfg.Ready == nil {
+		cfg.Ready = func(context.Context) error { return nil }
 	}
 	e := &Engine{cfg: cfg, log: cfg.Logger, sems: make(map[string]chan struct{})}
 	provs := make(map[string]cloud.Provider, len(cfg.Providers))
@@ -291,6 +299,9 @@ func (e *Engine) Run(ctx context.Context, p policy.Policy, opts Options) (res Re
 		}
 	}()
 
+	if err := e.cfg.Ready(ctx); err != nil {
+		return res, err
+	}
 	resumed, err := e.resume(ctx, p, prov, opts)
 	res.Resumed = resumed.count
 	if resumed.last != nil {
@@ -402,7 +413,8 @@ func (e *Engine) reconcile(p policy.Policy, d Decision) error {
 				return err
 			}
 			detail := "key no longer on the provider (deleted or changed out of band)"
-			if err := tx.audit("key_missing", r.KeyID, r.Name, r.Fingerprint, r.RotationID, TriggerSchedule, detail); err != nil {
+			if err := tx.audit(audit.Entry{Event: audit.EventKeyMissing, Trigger: TriggerSchedule, KeyID: r.KeyID, KeyName: r.Name,
+				Fingerprint: r.Fingerprint, RotationID: r.RotationID, Detail: detail}); err != nil {
 				return err
 			}
 			if wasActive {
@@ -424,7 +436,8 @@ func (e *Engine) reconcile(p policy.Policy, d Decision) error {
 				return err
 			}
 			detail := "rotatord-named key with no record; deleting after the grace period"
-			if err := tx.audit("key_orphaned", k.ID, k.Name, k.Fingerprint, "", TriggerSchedule, detail); err != nil {
+			if err := tx.audit(audit.Entry{Event: audit.EventKeyOrphaned, Trigger: TriggerSchedule, KeyID: k.ID, KeyName: k.Name,
+				Fingerprint: k.Fingerprint, Detail: detail}); err != nil {
 				return err
 			}
 		}
@@ -464,6 +477,9 @@ func (e *Engine) Resume(ctx context.Context, p policy.Policy) (Result, error) {
 	if err != nil {
 		return res, err
 	}
+	if err := e.cfg.Ready(ctx); err != nil {
+		return res, err
+	}
 	resumed, err := e.resume(ctx, p, prov, Options{Trigger: TriggerResume})
 	res.Resumed = resumed.count
 	if resumed.last != nil {
@@ -498,6 +514,9 @@ func (e *Engine) Sweep(ctx context.Context, p policy.Policy) ([]string, error) {
 	})
 	if err != nil || !due {
 		// Nothing due: no provider call at all, so an idle daemon stays idle.
+		return nil, err
+	}
+	if err := e.cfg.Ready(ctx); err != nil {
 		return nil, err
 	}
 	obs, err := e.observe(ctx, p, prov, false, nil)

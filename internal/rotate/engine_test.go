@@ -527,7 +527,7 @@ func TestEngine_AdoptsKeysAfterStateLoss(t *testing.T) {
 		t.Fatal(err)
 	}
 	var err error
-	if h.db, err = bolt.OpenStore(path, bolt.Options{}); err != nil {
+	if h.db, err = bolt.OpenStore(path, bolt.Options{AuditKeys: testAuditKeys}); err != nil {
 		t.Fatal(err)
 	}
 	h.engine = h.newEngine()

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rotatord/rotatord/internal/audit"
 	"github.com/rotatord/rotatord/internal/cloud"
 	"github.com/rotatord/rotatord/internal/cloud/cloudtest"
 	"github.com/rotatord/rotatord/internal/cloud/gcore"
@@ -24,6 +25,15 @@ import (
 )
 
 const gcoreProject = 4242
+
+// testAuditKeys seals the audit entries the engine appends.
+var testAuditKeys = func() state.StaticAuditKey {
+	k, err := audit.GenerateKey()
+	if err != nil {
+		panic(err)
+	}
+	return state.StaticAuditKey(k)
+}()
 
 // clock is a settable time source shared by the engine.
 type clock struct {
@@ -77,7 +87,7 @@ func newHarness(t *testing.T) *harness {
 	t.Cleanup(h.fake.Close)
 	h.dbPath = filepath.Join(t.TempDir(), "state.db")
 	var err error
-	h.db, err = bolt.OpenStore(h.dbPath, bolt.Options{})
+	h.db, err = bolt.OpenStore(h.dbPath, bolt.Options{AuditKeys: testAuditKeys})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -53,7 +53,7 @@ func (h *harness) rotatedDetail(p policy.Policy) (audit, slack string) {
 	h.t.Helper()
 	if err := h.db.View(func(tx state.Tx) error {
 		return tx.ForEachAudit(func(a state.AuditEntry) error {
-			if a.Policy == p.Name && a.Action == "rotated" {
+			if a.Policy == p.Name && a.Event == "rotated" {
 				audit = a.Detail
 			}
 			return nil

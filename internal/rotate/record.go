@@ -1,8 +1,10 @@
 package rotate
 
 import (
+	"errors"
 	"time"
 
+	"github.com/rotatord/rotatord/internal/audit"
 	"github.com/rotatord/rotatord/internal/state"
 	"github.com/rotatord/rotatord/policy"
 )
@@ -44,12 +46,22 @@ func (r *txn) notify(ev state.Event) error {
 	return nil
 }
 
-// audit appends an audit entry about the policy.
-func (r *txn) audit(action, keyID, keyName, fp, rotationID, actor, detail string) error {
-	return r.AppendAudit(state.AuditEntry{
-		Time: r.e.cfg.Now(), Policy: r.p.Name, Provider: r.p.Provider, Action: action,
-		KeyID: keyID, KeyName: keyName, Fingerprint: fp, RotationID: rotationID, Actor: actor, Detail: detail,
-	})
+// audit appends an audit entry about the policy (its name, provider and
+// the time are filled in).
+func (r *txn) audit(e audit.Entry) error {
+	e.Time, e.Policy, e.Provider = r.e.cfg.Now(), r.p.Name, r.p.Provider
+	return r.AppendAudit(e)
+}
+
+// auditNoKeyOK is audit for entries about something that did not happen
+// (a failed run, an overdue key): without the audit key (Vault has not
+// answered since start) the rest of the transaction still commits, so
+// failures still count towards failing and alerts still go out.
+func (r *txn) auditNoKeyOK(e audit.Entry) error {
+	if err := r.audit(e); err != nil && !errors.Is(err, state.ErrNoAuditKey) {
+		return err
+	}
+	return nil
 }
 
 // commit runs fn in one journal transaction about p and, once it has

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/rotatord/rotatord/internal/audit"
 	"github.com/rotatord/rotatord/internal/cloud"
 	"github.com/rotatord/rotatord/internal/state"
 	"github.com/rotatord/rotatord/policy"
@@ -53,7 +54,8 @@ func (e *Engine) retire(ctx context.Context, p policy.Policy, prov cloud.Provide
 			if rec.Status == state.KeyOrphaned {
 				detail = "orphaned key removed after the grace period"
 			}
-			if err := tx.audit("deleted", r.KeyID, r.Name, r.Fingerprint, r.RotationID, TriggerSchedule, detail); err != nil {
+			if err := tx.audit(audit.Entry{Event: audit.EventDeleted, Trigger: TriggerSchedule, KeyID: r.KeyID, KeyName: r.Name,
+				Fingerprint: r.Fingerprint, RotationID: r.RotationID, Detail: detail}); err != nil {
 				return err
 			}
 			ev := e.event(p, policy.EventDeleted, now)
@@ -153,7 +155,8 @@ func (tx *txn) applyOutcome(now time.Time, rotated bool, runErr error, rotationI
 		return err
 	}
 	if runErr != nil {
-		if err := tx.audit("rotation_failed", keyID, keyName, fp, rotationID, trigger, runErr.Error()); err != nil {
+		if err := tx.auditNoKeyOK(audit.Entry{Event: audit.EventRotationFailed, Trigger: trigger, KeyID: keyID, KeyName: keyName,
+			Fingerprint: fp, RotationID: rotationID, Detail: runErr.Error()}); err != nil {
 			return err
 		}
 	}
@@ -200,6 +203,10 @@ func (e *Engine) checkOverdue(p policy.Policy) error {
 		ev := e.event(p, policy.EventOverdue, now)
 		ev.KeyID, ev.KeyName, ev.OldFingerprint = cur.KeyID, cur.Name, cur.Fingerprint
 		ev.Detail = fmt.Sprintf("key is %s old; max_age is %s", FormatAge(now.Sub(cur.CreatedAt)), FormatAge(p.MaxAge))
+		if err := tx.auditNoKeyOK(audit.Entry{Event: audit.EventOverdue, KeyID: cur.KeyID, KeyName: cur.Name,
+			Fingerprint: cur.Fingerprint, Detail: ev.Detail}); err != nil {
+			return err
+		}
 		return tx.notify(ev)
 	})
 }

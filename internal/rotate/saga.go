@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/rotatord/rotatord/internal/audit"
 	"github.com/rotatord/rotatord/internal/cloud"
 	"github.com/rotatord/rotatord/internal/keygen"
 	"github.com/rotatord/rotatord/internal/secret"
@@ -265,7 +266,8 @@ func (e *Engine) storePending(ctx context.Context, p policy.Policy, r *state.Rot
 func (e *Engine) abandon(p policy.Policy, r *state.Rotation, why string) error {
 	e.log.Warn("rotation abandoned", "policy", p.Name, "rotation_id", r.ID, "reason", why)
 	return e.step(p, r, state.StepFailed, func(tx *txn) error {
-		return tx.audit("rotation_abandoned", r.KeyID, r.KeyName, r.Fingerprint, r.ID, r.Trigger, why)
+		return tx.audit(audit.Entry{Event: audit.EventRotationAbandoned, Trigger: r.Trigger, KeyID: r.KeyID, KeyName: r.KeyName,
+			Fingerprint: r.Fingerprint, RotationID: r.ID, Detail: why})
 	})
 }
 
@@ -334,7 +336,8 @@ func (e *Engine) recordUploaded(p policy.Policy, r *state.Rotation, key cloud.Ke
 		}); err != nil {
 			return err
 		}
-		return tx.audit("key_uploaded", key.ID, key.Name, key.Fingerprint, r.ID, r.Trigger, "")
+		return tx.audit(audit.Entry{Event: audit.EventKeyUploaded, Trigger: r.Trigger, KeyID: key.ID, KeyName: key.Name,
+			Fingerprint: key.Fingerprint, RotationID: r.ID, VaultPath: PendingPath(p.VaultPath)})
 	})
 }
 
@@ -519,7 +522,13 @@ func (e *Engine) finish(p policy.Policy, r *state.Rotation) error {
 		if r.Emergency {
 			detail += " (emergency: replaced key deleted now)"
 		}
-		if err := tx.audit("rotated", r.KeyID, r.KeyName, r.Fingerprint, r.ID, r.Trigger, detail); err != nil {
+		event := audit.EventRotated
+		if r.Emergency {
+			event = audit.EventEmergency
+		}
+		if err := tx.audit(audit.Entry{Event: event, Trigger: r.Trigger, KeyID: r.KeyID, KeyName: r.KeyName, Fingerprint: r.Fingerprint,
+			OldKeyID: r.OldKeyID, OldFingerprint: r.OldFingerprint, RotationID: r.ID,
+			VaultPath: p.VaultPath, VaultVersion: r.VaultVersion, Detail: detail}); err != nil {
 			return err
 		}
 		ev := e.event(p, policy.EventRotated, now)

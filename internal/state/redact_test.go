@@ -43,7 +43,7 @@ func TestScrubPrivateKeys(t *testing.T) {
 		{"quotes and escapes around", `msg "` + pkcs8 + `" \ end`, `msg "[redacted key material]` + "\n" + `" \ end`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			b, err := encode(AuditEntry{Action: "x", Detail: tc.in, KeyName: "kept"})
+			b, err := encode(AuditEntry{Event: "x", Detail: tc.in, KeyName: "kept"})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -51,7 +51,7 @@ func TestScrubPrivateKeys(t *testing.T) {
 			if err := json.Unmarshal(b, &got); err != nil {
 				t.Fatalf("scrubbed JSON does not decode: %v\n%s", err, b)
 			}
-			if got.Detail != tc.want || got.KeyName != "kept" || got.Action != "x" {
+			if got.Detail != tc.want || got.KeyName != "kept" || got.Event != "x" {
 				t.Errorf("Detail = %q, want %q (other fields kept)", got.Detail, tc.want)
 			}
 		})

@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strconv"
 	"time"
+
+	"github.com/rotatord/rotatord/internal/audit"
 )
 
 // Store is rotatord's durable state, whatever holds it: View and Update
@@ -93,13 +95,25 @@ type Tx interface {
 	// wrapping ErrNotFound if the entry is gone.
 	RetryOutbox(id uint64, next time.Time, errMsg string) error
 
-	// AppendAudit appends a to the audit log, numbering it with the next
-	// sequence number and stamping it with the current time if a.Time is
-	// zero. The log is append-only: there is no API to change an entry.
+	// AppendAudit appends a to the audit log: it numbers it after the
+	// last entry, stamps it with the current time if a.Time is zero,
+	// chains it to the last entry's hash and seals it with the store's
+	// audit key (ErrNoAuditKey without one). The log is append-only: no
+	// API changes an entry; retention (PruneAudit) removes the oldest
+	// ones and leaves a checkpoint that keeps the chain verifiable.
 	AppendAudit(a AuditEntry) error
 	// ForEachAudit calls fn for every audit entry in the order they were
 	// appended, stopping at the first error, which it returns.
 	ForEachAudit(fn func(AuditEntry) error) error
+	// AuditHead returns the head of the log, "SEQ:HASH" of its last entry
+	// (audit.Genesis when it is empty): what reports and digests publish
+	// so that a later cut is caught.
+	AuditHead() (audit.Head, error)
+	// PruneAudit deletes up to limit of the oldest entries older than
+	// before (limit <= 0: no limit) and appends a checkpoint entry that
+	// records the head of what it deleted. It returns how many it deleted;
+	// call it again while that is limit. The last entry is never pruned.
+	PruneAudit(before time.Time, limit int) (int, error)
 }
 
 // SchemaVersion is the record layout this build writes and reads. Bump it,
@@ -145,10 +159,37 @@ var ErrSchema = errors.New("unsupported state schema")
 // ErrNotFound is returned by operations on a record that does not exist.
 var ErrNotFound = errors.New("not found")
 
+// ErrNoAuditKey is returned by AppendAudit when the store has no key to
+// seal the entry with (the daemon loads it from Vault; Vault has not
+// answered yet).
+var ErrNoAuditKey = errors.New("no audit key to seal the entry with")
+
+// AuditKeys gives a store the key that seals audit entries. AuditKey must
+// not block: it returns the key loaded so far, or an error wrapping
+// ErrNoAuditKey.
+type AuditKeys interface {
+	AuditKey() (audit.Key, error)
+}
+
+// StaticAuditKey is an AuditKeys that always has the key k.
+type StaticAuditKey audit.Key
+
+// AuditKey returns k.
+func (k StaticAuditKey) AuditKey() (audit.Key, error) { return audit.Key(k), nil }
+
+// Option configures Open.
+type Option func(*store)
+
+// WithAuditKeys gives the store the key that seals audit entries.
+func WithAuditKeys(k AuditKeys) Option { return func(s *store) { s.keys = k } }
+
 // Open returns the typed Store over b. It checks the schema version and,
 // when b is writable, records it in a new store or migrates an older one.
-func Open(b Backend) (Store, error) {
+func Open(b Backend, opts ...Option) (Store, error) {
 	s := &store{b: b}
+	for _, o := range opts {
+		o(s)
+	}
 	var version int
 	err := b.View(func(kv KV) (err error) {
 		version, err = schemaVersion(kv)
@@ -247,20 +288,26 @@ func migrate(kv KV, from int) error {
 }
 
 // store is the typed layer over a Backend.
-type store struct{ b Backend }
+type store struct {
+	b    Backend
+	keys AuditKeys // nil: the store cannot append audit entries
+}
 
 func (s *store) View(fn func(Tx) error) error {
-	return s.b.View(func(kv KV) error { return fn(&tx{kv: kv}) })
+	return s.b.View(func(kv KV) error { return fn(&tx{kv: kv, s: s}) })
 }
 
 func (s *store) Update(fn func(Tx) error) error {
-	return s.b.Update(func(kv KV) error { return fn(&tx{kv: kv}) })
+	return s.b.Update(func(kv KV) error { return fn(&tx{kv: kv, s: s}) })
 }
 
 func (s *store) Close() error { return s.b.Close() }
 
 // tx implements Tx over one backend transaction.
-type tx struct{ kv KV }
+type tx struct {
+	kv KV
+	s  *store
+}
 
 var _ Tx = (*tx)(nil)
 
@@ -647,36 +694,6 @@ func (t *tx) RetryOutbox(id uint64, next time.Time, errMsg string) error {
 		return fmt.Errorf("retry outbox entry %d: %w", id, err)
 	}
 	return nil
-}
-
-func (t *tx) AppendAudit(a AuditEntry) error {
-	seq, err := t.kv.NextSequence(bucketAudit)
-	if err != nil {
-		return fmt.Errorf("append audit %s: %w", a.Action, err)
-	}
-	a.Seq = seq
-	if a.Time.IsZero() {
-		a.Time = time.Now()
-	}
-	a.Time = a.Time.UTC()
-	v, err := encode(a)
-	if err != nil {
-		return fmt.Errorf("append audit %s: %w", a.Action, err)
-	}
-	if err := t.kv.Put(bucketAudit, u64Key(seq), v); err != nil {
-		return fmt.Errorf("append audit %s: %w", a.Action, err)
-	}
-	return nil
-}
-
-func (t *tx) ForEachAudit(fn func(AuditEntry) error) error {
-	return t.kv.Scan(bucketAudit, nil, false, func(k, v []byte) error {
-		var a AuditEntry
-		if err := json.Unmarshal(v, &a); err != nil {
-			return fmt.Errorf("decode audit entry %d: %w", binary.BigEndian.Uint64(k), err)
-		}
-		return fn(a)
-	})
 }
 
 // policyKey is a key under a policy (or a sink): name, a NUL, then rest.

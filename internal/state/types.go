@@ -1,6 +1,10 @@
 package state
 
-import "time"
+import (
+	"time"
+
+	"github.com/rotatord/rotatord/internal/audit"
+)
 
 // Step is how far a rotation has got. Each step is journaled before the side
 // effect that follows it, so a restarted daemon knows where to resume.
@@ -182,21 +186,10 @@ type OutboxEntry struct {
 	CreatedAt   time.Time `json:"created_at,omitzero"`
 }
 
-// AuditEntry is one line of the append-only audit log that answers "who
-// rotated which key when".
-type AuditEntry struct {
-	Seq         uint64    `json:"seq"`
-	Time        time.Time `json:"time"`
-	Policy      string    `json:"policy,omitzero"`
-	Provider    string    `json:"provider,omitzero"`
-	Action      string    `json:"action"`
-	KeyID       string    `json:"key_id,omitzero"`
-	KeyName     string    `json:"key_name,omitzero"`
-	Fingerprint string    `json:"fingerprint,omitzero"`
-	RotationID  string    `json:"rotation_id,omitzero"`
-	Actor       string    `json:"actor,omitzero"`
-	Detail      string    `json:"detail,omitzero"`
-}
+// AuditEntry is one entry of the append-only, hash-chained audit log that
+// answers "who rotated which key when": internal/audit defines it, its
+// canonical bytes and how the chain is verified. AppendAudit seals it.
+type AuditEntry = audit.Entry
 
 // utc returns t in UTC so that stored timestamps compare and print the same
 // whatever the host's zone; the zero time stays zero.

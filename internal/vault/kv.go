@@ -33,7 +33,8 @@ func (s *Store) Put(ctx context.Context, path string, data map[string]string, ca
 	if cas >= 0 {
 		opts = append(opts, api.WithCheckAndSet(cas))
 	}
-	kvs, err := s.kv.Put(ctx, path, values, opts...)
+	var kvs *api.KVSecret
+	err = s.renewedOnce(ctx, func() (err error) { kvs, err = s.kv.Put(ctx, path, values, opts...); return err })
 	if err != nil {
 		e := classify(ctx, "write", full, err, s.secrets(scrub...))
 		if errors.Is(err, api.ErrSecretNotFound) {
@@ -59,7 +60,8 @@ func (s *Store) Get(ctx context.Context, path string) (map[string]string, int, e
 	if err != nil {
 		return nil, 0, err
 	}
-	kvs, err := s.kv.Get(ctx, path)
+	var kvs *api.KVSecret
+	err = s.renewedOnce(ctx, func() (err error) { kvs, err = s.kv.Get(ctx, path); return err })
 	if err != nil {
 		return nil, 0, classify(ctx, "read", full, err, s.secrets())
 	}
@@ -82,7 +84,8 @@ func (s *Store) GetVersion(ctx context.Context, path string, version int) (map[s
 	if version <= 0 {
 		return nil, &Error{Op: op, Path: full, Detail: "versions start at 1"}
 	}
-	kvs, err := s.kv.GetVersion(ctx, path, version)
+	var kvs *api.KVSecret
+	err = s.renewedOnce(ctx, func() (err error) { kvs, err = s.kv.GetVersion(ctx, path, version); return err })
 	if err != nil {
 		return nil, classify(ctx, op, full, err, s.secrets())
 	}
@@ -116,7 +119,7 @@ func (s *Store) Delete(ctx context.Context, path string) error {
 	if err != nil {
 		return err
 	}
-	if err := s.kv.DeleteMetadata(ctx, path); err != nil {
+	if err := s.renewedOnce(ctx, func() error { return s.kv.DeleteMetadata(ctx, path) }); err != nil {
 		e := classify(ctx, "delete", full, err, s.secrets())
 		if errors.Is(e, ErrNotFound) {
 			return nil
@@ -230,4 +233,34 @@ func (s *Store) decode(op, full string, kvs *api.KVSecret) (map[string]string, e
 		return nil, &Error{Op: op, Path: full, Detail: "fields are not strings: " + strings.Join(bad, ", ")}
 	}
 	return data, nil
+}
+
+// renewedOnce runs call; with AppRole, a call refused because the token
+// expired before the background renewal replaced it (a race at the end of
+// the token's max TTL) is tried once more after a fresh login.
+func (s *Store) renewedOnce(ctx context.Context, call func() error) error {
+	err := call()
+	if err == nil || s.login == nil || !tokenExpired(err) {
+		return err
+	}
+	s.log.Info("vault: token expired under a request; logging in again")
+	if _, lerr := s.doLogin(ctx); lerr != nil {
+		return err
+	}
+	return call()
+}
+
+// tokenExpired reports a 403 whose message says the token is no longer
+// valid (expired or revoked), as opposed to a policy refusing the path.
+func tokenExpired(err error) bool {
+	var re *api.ResponseError
+	if !errors.As(err, &re) || re.StatusCode != 403 {
+		return false
+	}
+	for _, m := range re.Errors {
+		if strings.Contains(m, "invalid token") {
+			return true
+		}
+	}
+	return false
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/hashicorp/vault/api"
 
+	"github.com/rotatord/rotatord/internal/audit"
 	"github.com/rotatord/rotatord/internal/secret"
 	"github.com/rotatord/rotatord/internal/vault"
 	"github.com/rotatord/rotatord/internal/vault/vaulttest"
@@ -389,6 +390,26 @@ func TestStore_PermissionDenied(t *testing.T) {
 	}
 	if err := s.Check(ctx); !errors.Is(err, vault.ErrPermissionDenied) {
 		t.Errorf("Check with a revoked token: err = %v, want ErrPermissionDenied", err)
+	}
+}
+
+// TestExamplePolicy_AuditKey: the least-privilege policy lets rotatord
+// make the audit key once and read it, and nothing can replace it.
+func TestExamplePolicy_AuditKey(t *testing.T) {
+	srv := sharedServer(t)
+	roleID, secretID := srv.EnableAppRole(t, examplePolicy(t))
+	s := newStore(t, srv, vault.Auth{AppRole: &vault.AppRole{RoleID: secret.Secret(roleID), SecretID: secret.Secret(secretID)}})
+	ctx := context.Background()
+	first, err := audit.LoadKey(ctx, s)
+	if err != nil {
+		t.Fatalf("LoadKey under the example policy: %v", err)
+	}
+	again, err := audit.LoadKey(ctx, s)
+	if err != nil || !again.Equal(first) {
+		t.Fatalf("second LoadKey = %v; want the same key", err)
+	}
+	if _, err := s.Put(ctx, audit.KeyPath, map[string]string{"key": strings.Repeat("00", audit.KeySize)}, vault.NoCAS); !errors.Is(err, vault.ErrPermissionDenied) {
+		t.Errorf("overwriting the audit key: err = %v, want ErrPermissionDenied", err)
 	}
 }
 

@@ -42,6 +42,9 @@ type Options struct {
 	// NoSync skips fsync on commit. For tests and benchmarks only: a crash
 	// can then lose or corrupt the journal.
 	NoSync bool
+	// AuditKeys seals audit entries (OpenStore); without it the store
+	// cannot append to the audit log.
+	AuditKeys state.AuditKeys
 }
 
 // Backend is an open state file. It is safe for concurrent use; it lives
@@ -109,7 +112,11 @@ func OpenStore(path string, opts Options) (state.Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	s, err := state.Open(b)
+	var sopts []state.Option
+	if opts.AuditKeys != nil {
+		sopts = append(sopts, state.WithAuditKeys(opts.AuditKeys))
+	}
+	s, err := state.Open(b, sopts...)
 	if err != nil {
 		_ = b.Close()
 		return nil, fmt.Errorf("open state file %s: %w", path, err)

@@ -16,6 +16,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/rotatord/rotatord/internal/audit"
 	"github.com/rotatord/rotatord/internal/state"
 	"github.com/rotatord/rotatord/internal/state/statetest"
 )
@@ -33,8 +34,20 @@ func TestConformance(t *testing.T) {
 	})
 }
 
+// testKeys seals the audit entries the tests append.
+var testKeys = func() state.StaticAuditKey {
+	k, err := audit.GenerateKey()
+	if err != nil {
+		panic(err)
+	}
+	return state.StaticAuditKey(k)
+}()
+
 func openStore(t testing.TB, path string, opts Options) state.Store {
 	t.Helper()
+	if opts.AuditKeys == nil {
+		opts.AuditKeys = testKeys
+	}
 	s, err := OpenStore(path, opts)
 	if err != nil {
 		t.Fatal(err)
@@ -174,13 +187,13 @@ func TestOpenStore_Schema(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			path := writeRaw(t, tc.fill)
-			s, err := OpenStore(path, Options{NoSync: true})
+			s, err := OpenStore(path, Options{NoSync: true, AuditKeys: testKeys})
 			if tc.wantErr == "" {
 				if err != nil {
 					t.Fatalf("OpenStore: %v", err)
 				}
 				defer s.Close()
-				if err := s.Update(func(tx state.Tx) error { return tx.AppendAudit(state.AuditEntry{Action: "test"}) }); err != nil {
+				if err := s.Update(func(tx state.Tx) error { return tx.AppendAudit(state.AuditEntry{Event: "test"}) }); err != nil {
 					t.Fatal(err)
 				}
 				return
@@ -280,7 +293,7 @@ func TestOpenStore_UpgradesVersion1(t *testing.T) {
 			return err
 		}
 		seq, _ := ab.NextSequence()
-		return ab.Put(binary.BigEndian.AppendUint64(nil, seq), jsonOf(state.AuditEntry{Seq: seq, Action: "rotated", Time: started}))
+		return ab.Put(binary.BigEndian.AppendUint64(nil, seq), []byte(fmt.Sprintf(`{"seq":%d,"time":%q,"action":"rotated"}`, seq, started.Format(time.RFC3339Nano))))
 	})
 
 	t.Run("read-only open asks for one run first", func(t *testing.T) {
@@ -324,7 +337,7 @@ func TestOpenStore_UpgradesVersion1(t *testing.T) {
 		if _, err := tx.Enqueue(state.Event{Kind: "deleted"}, state.SinkSlack); err != nil {
 			return err
 		}
-		return tx.AppendAudit(state.AuditEntry{Action: "deleted"})
+		return tx.AppendAudit(state.AuditEntry{Event: "deleted"})
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -332,8 +345,8 @@ func TestOpenStore_UpgradesVersion1(t *testing.T) {
 	_ = s.View(func(tx state.Tx) error {
 		var seqs []uint64
 		_ = tx.ForEachAudit(func(a state.AuditEntry) error { seqs = append(seqs, a.Seq); return nil })
-		if !slices.Equal(seqs, []uint64{1, 2}) {
-			t.Errorf("audit seqs after upgrade = %v, want the sequence to continue", seqs)
+		if !slices.Equal(seqs, []uint64{1, 2, 3}) {
+			t.Errorf("audit seqs after upgrade = %v, want the old entry, the upgraded marker, the new one", seqs)
 		}
 		es, _ := tx.PendingOutbox(state.SinkSlack, time.Now().Add(time.Minute), 0)
 		if len(es) != 2 || es[1].ID <= es[0].ID {
@@ -364,7 +377,7 @@ func TestOpen_ReadOnly(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	err := ro.Update(func(tx state.Tx) error { return tx.AppendAudit(state.AuditEntry{Action: "x"}) })
+	err := ro.Update(func(tx state.Tx) error { return tx.AppendAudit(state.AuditEntry{Event: "x"}) })
 	if !errors.Is(err, state.ErrReadOnly) {
 		t.Errorf("Update on a read-only state file = %v, want ErrReadOnly", err)
 	}
@@ -404,7 +417,7 @@ func TestNoPrivateKeyInFile(t *testing.T) {
 			if err := tx.PutPolicyStatus(state.PolicyStatus{Name: "inference", LastError: fmt.Sprint(i) + pkcs8}); err != nil {
 				return err
 			}
-			return tx.AppendAudit(state.AuditEntry{Action: "failed", Detail: openssh})
+			return tx.AppendAudit(state.AuditEntry{Event: "failed", Detail: openssh})
 		}); err != nil {
 			t.Fatal(err)
 		}
@@ -482,7 +495,7 @@ func BenchmarkStore_Update(b *testing.B) {
 					if err := tx.PutRotation(state.Rotation{ID: id, Policy: fmt.Sprint("p", w), Step: state.StepUploaded, StartedAt: time.Now()}); err != nil {
 						return err
 					}
-					return tx.AppendAudit(state.AuditEntry{Action: "uploaded", RotationID: id})
+					return tx.AppendAudit(state.AuditEntry{Event: "uploaded", RotationID: id})
 				})
 				if err != nil {
 					b.Error(err)

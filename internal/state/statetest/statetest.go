@@ -9,9 +9,11 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/x509"
+	"encoding/binary"
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"iter"
 	"reflect"
 	"slices"
 	"strings"
@@ -19,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rotatord/rotatord/internal/audit"
 	"github.com/rotatord/rotatord/internal/state"
 )
 
@@ -48,6 +51,8 @@ func Run(t *testing.T, f Factory) {
 		{"PolicyStatus", testPolicyStatus},
 		{"Outbox", testOutbox},
 		{"AppendAudit", testAppendAudit},
+		{"PruneAudit", testPruneAudit},
+		{"AuditUpgrade", testAuditUpgrade},
 		{"ManyPolicies", testManyPolicies},
 		{"ConcurrentUpdates", testConcurrentUpdates},
 		{"FailingUpdate", testFailingUpdate},
@@ -61,13 +66,18 @@ func Run(t *testing.T, f Factory) {
 // fixture is one store under test, reopenable.
 type fixture struct {
 	t     *testing.T
+	key   state.StaticAuditKey
 	open  func(t *testing.T) state.Backend
 	b     state.Backend
 	store state.Store
 }
 
 func newFixture(t *testing.T, f Factory) *fixture {
-	s := &fixture{t: t, open: f(t)}
+	key, err := audit.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &fixture{t: t, open: f(t), key: state.StaticAuditKey(key)}
 	s.reopen()
 	t.Cleanup(func() { _ = s.store.Close() })
 	return s
@@ -82,7 +92,7 @@ func (s *fixture) reopen() {
 		}
 	}
 	s.b = s.open(s.t)
-	st, err := state.Open(s.b)
+	st, err := state.Open(s.b, state.WithAuditKeys(s.key))
 	if err != nil {
 		s.t.Fatalf("state.Open: %v", err)
 	}
@@ -805,29 +815,27 @@ func testOutbox(t *testing.T, s *fixture) {
 
 func testAppendAudit(t *testing.T, s *fixture) {
 	full := state.AuditEntry{
-		Time: t0, Policy: "gpu-team", Provider: "sesterce-prod", Action: "rotated", KeyID: "new",
-		KeyName: "gpu-team-20250301T120405", Fingerprint: "SHA256:new", RotationID: "rot-1",
-		Actor: "cron", Detail: "old key retires at 2025-03-08",
+		Time: t0, Policy: "gpu-team", Provider: "sesterce-prod", Event: "rotated", Trigger: "schedule",
+		KeyID: "new", KeyName: "gpu-team-20250301T120405", Fingerprint: "SHA256:new",
+		OldKeyID: "old", OldFingerprint: "SHA256:old", RotationID: "rot-1",
+		VaultPath: "ssh/sesterce/gpu-team", VaultVersion: 4, Detail: "old key retires at 2025-03-08",
 	}
 	s.update(t, func(tx state.Tx) error {
 		if err := tx.AppendAudit(full); err != nil {
 			return err
 		}
-		return tx.AppendAudit(state.AuditEntry{Action: "deleted", Seq: 999})
+		return tx.AppendAudit(state.AuditEntry{Event: "deleted", Seq: 999})
 	})
 	s.reopen()
-	s.update(t, func(tx state.Tx) error { return tx.AppendAudit(state.AuditEntry{Action: "planned", Time: t0}) })
+	s.update(t, func(tx state.Tx) error { return tx.AppendAudit(state.AuditEntry{Event: "planned", Time: t0}) })
 
-	var got []state.AuditEntry
-	s.view(t, func(tx state.Tx) error {
-		return tx.ForEachAudit(func(a state.AuditEntry) error { got = append(got, a); return nil })
-	})
+	got := auditLog(t, s)
 	if len(got) != 3 {
 		t.Fatalf("ForEachAudit visited %d entries, want 3", len(got))
 	}
-	var actions []string
+	var events []string
 	for i, a := range got {
-		actions = append(actions, a.Action)
+		events = append(events, a.Event)
 		if a.Seq != uint64(i+1) {
 			t.Errorf("entry %d has Seq %d, want %d (caller's Seq ignored)", i, a.Seq, i+1)
 		}
@@ -835,14 +843,157 @@ func testAppendAudit(t *testing.T, s *fixture) {
 			t.Errorf("entry %d time = %v, want a UTC time", i, a.Time)
 		}
 	}
-	if want := []string{"rotated", "deleted", "planned"}; !slices.Equal(actions, want) {
-		t.Errorf("audit order = %v, want append order %v", actions, want)
+	if want := []string{"rotated", "deleted", "planned"}; !slices.Equal(events, want) {
+		t.Errorf("audit order = %v, want append order %v", events, want)
 	}
 	want := full
-	want.Seq, want.Time = 1, t0.UTC()
+	want.Seq, want.Time, want.PrevHash, want.HMAC = 1, t0.UTC(), audit.ZeroHash, got[0].HMAC
 	if !reflect.DeepEqual(got[0], want) {
 		t.Errorf("first entry = %+v\nwant %+v", got[0], want)
 	}
+	t.Run("the stored chain verifies and its head is the store's", func(t *testing.T) {
+		res := verifyLog(t, s, nil)
+		var head audit.Head
+		s.view(t, func(tx state.Tx) (err error) { head, err = tx.AuditHead(); return err })
+		if res.Head != head || head.Seq != 3 || !res.HMACChecked {
+			t.Errorf("verified head %v (hmac checked %v), store's head %v; want the same, seq 3", res.Head, res.HMACChecked, head)
+		}
+	})
+	t.Run("an edited entry breaks the chain at that entry", func(t *testing.T) {
+		log := auditLog(t, s)
+		log[1].Detail = "edited"
+		_, err := audit.Verify(seqOf(log), audit.VerifyOptions{Key: audit.Key(s.key)})
+		var broken *audit.BrokenError
+		if !errors.As(err, &broken) || broken.Seq != 2 {
+			t.Errorf("Verify of an edited log = %v, want entry 2 named", err)
+		}
+	})
+	t.Run("no key, no entry", func(t *testing.T) {
+		bare, err := state.Open(s.b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = bare.Update(func(tx state.Tx) error { return tx.AppendAudit(state.AuditEntry{Event: "x"}) })
+		if !errors.Is(err, state.ErrNoAuditKey) {
+			t.Errorf("AppendAudit without a key = %v, want ErrNoAuditKey", err)
+		}
+		if n := len(auditLog(t, s)); n != 3 {
+			t.Errorf("%d entries after a refused append, want 3", n)
+		}
+	})
+}
+
+// testPruneAudit: retention deletes the oldest entries and leaves a
+// checkpoint; what remains verifies, against the head published before
+// the pruning too (nothing was cut from the end).
+func testPruneAudit(t *testing.T, s *fixture) {
+	s.update(t, func(tx state.Tx) error {
+		for i := range 10 {
+			if err := tx.AppendAudit(state.AuditEntry{Event: "rotated", Time: t0.Add(time.Duration(i) * time.Hour)}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	var before audit.Head
+	s.view(t, func(tx state.Tx) (err error) { before, err = tx.AuditHead(); return err })
+	var pruned int
+	s.update(t, func(tx state.Tx) (err error) {
+		pruned, err = tx.PruneAudit(t0.Add(6*time.Hour+time.Minute), 4)
+		return err
+	})
+	if pruned != 4 {
+		t.Fatalf("PruneAudit pruned %d, want 4 (its limit)", pruned)
+	}
+	s.update(t, func(tx state.Tx) (err error) {
+		pruned, err = tx.PruneAudit(t0.Add(6*time.Hour+time.Minute), 4)
+		return err
+	})
+	if pruned != 3 {
+		t.Fatalf("second PruneAudit pruned %d, want the other 3 older entries", pruned)
+	}
+	log := auditLog(t, s)
+	if log[0].Seq != 8 || log[len(log)-1].Event != audit.EventCheckpoint {
+		t.Errorf("after pruning the log starts at %d and ends with %q, want 8 and a checkpoint", log[0].Seq, log[len(log)-1].Event)
+	}
+	res := verifyLog(t, s, nil)
+	if res.Checkpoints != 2 {
+		t.Errorf("verify saw %d checkpoints, want 2", res.Checkpoints)
+	}
+	// The head published before the pruning is still an entry of the log.
+	if _, err := audit.Verify(seqOf(log[:len(log)-2]), audit.VerifyOptions{Key: audit.Key(s.key), ExpectHead: &before, Partial: true}); err != nil {
+		t.Errorf("the pre-pruning head no longer verifies: %v", err)
+	}
+	s.update(t, func(tx state.Tx) (err error) { pruned, err = tx.PruneAudit(time.Now().Add(time.Hour), 0); return err })
+	// The newest entry stays whatever its age: the head never goes.
+	if log = auditLog(t, s); len(log) != 2 || log[1].Event != audit.EventCheckpoint || log[0].Seq != before.Seq+2 {
+		t.Errorf("pruning everything left %+v; want the last entry and the new checkpoint", log)
+	}
+	verifyLog(t, s, nil)
+}
+
+// testAuditUpgrade: a log written before the chain (legacy names action
+// and actor, no hashes) is chained in place by the first append, with an
+// "upgraded" marker, and verifies.
+func testAuditUpgrade(t *testing.T, s *fixture) {
+	if err := s.b.Update(func(kv state.KV) error {
+		for i, action := range []string{"rotated", "deleted"} {
+			v := fmt.Sprintf(`{"seq":%d,"time":"2025-03-01T12:00:0%dZ","policy":"gpu","action":%q,"actor":"cron","key_id":"k%d"}`, i+1, i, action, i)
+			if err := kv.Put("audit", binary.BigEndian.AppendUint64(nil, uint64(i+1)), []byte(v)); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	var head audit.Head
+	s.view(t, func(tx state.Tx) (err error) { head, err = tx.AuditHead(); return err })
+	if head != (audit.Head{}) {
+		t.Errorf("an unchained log has head %v, want none", head)
+	}
+	s.update(t, func(tx state.Tx) error { return tx.AppendAudit(state.AuditEntry{Event: "rotated", Policy: "gpu"}) })
+	log := auditLog(t, s)
+	var events []string
+	for _, e := range log {
+		events = append(events, e.Event+"/"+e.Trigger)
+	}
+	if want := []string{"rotated/cron", "deleted/cron", "upgraded/upgrade", "rotated/"}; !slices.Equal(events, want) {
+		t.Errorf("after the upgrade the log is %v, want %v", events, want)
+	}
+	if res := verifyLog(t, s, nil); res.UpgradedThrough != 2 {
+		t.Errorf("verify says entries through %d were chained on upgrade, want the 2 old ones", res.UpgradedThrough)
+	}
+}
+
+// seqOf feeds entries to audit.Verify.
+func seqOf(entries []state.AuditEntry) iter.Seq2[audit.Entry, error] {
+	return func(yield func(audit.Entry, error) bool) {
+		for _, e := range entries {
+			if !yield(e, nil) {
+				return
+			}
+		}
+	}
+}
+
+func auditLog(t *testing.T, s *fixture) []state.AuditEntry {
+	t.Helper()
+	var out []state.AuditEntry
+	s.view(t, func(tx state.Tx) error {
+		return tx.ForEachAudit(func(e state.AuditEntry) error { out = append(out, e); return nil })
+	})
+	return out
+}
+
+// verifyLog checks the store's whole log with its key.
+func verifyLog(t *testing.T, s *fixture, expect *audit.Head) audit.Result {
+	t.Helper()
+	res, err := audit.Verify(seqOf(auditLog(t, s)), audit.VerifyOptions{Key: audit.Key(s.key), ExpectHead: expect})
+	if err != nil {
+		t.Fatalf("the stored audit log does not verify: %v", err)
+	}
+	return res
 }
 
 func testManyPolicies(t *testing.T, s *fixture) {
@@ -887,7 +1038,7 @@ func testConcurrentUpdates(t *testing.T, s *fixture) {
 				if _, err := tx.Enqueue(state.Event{Kind: "rotated", Policy: policy}, state.SinkSlack); err != nil {
 					return err
 				}
-				return tx.AppendAudit(state.AuditEntry{Action: "plan", Policy: policy})
+				return tx.AppendAudit(state.AuditEntry{Event: "plan", Policy: policy})
 			})
 		})
 	}
@@ -989,7 +1140,7 @@ func testNoPrivateKey(t *testing.T, s *fixture) {
 		if _, err := tx.Enqueue(state.Event{Kind: "failed", Policy: "inference", Error: "..." + pkcs8[len(pkcs8)/2:]}, state.SinkSlack); err != nil {
 			return err
 		}
-		return tx.AppendAudit(state.AuditEntry{Action: "failed", Detail: pkcs8[:len(pkcs8)/2]})
+		return tx.AppendAudit(state.AuditEntry{Event: "failed", Detail: pkcs8[:len(pkcs8)/2]})
 	})
 	raw := Dump(t, s.b)
 	for _, leak := range []string{"PRIVATE KEY", PEMBody(pkcs8), PEMBody(openssh)} {
