@@ -149,7 +149,8 @@ func printStatus(w io.Writer, st control.Status, now time.Time) {
 func cmdReport(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("report", stderr)
 	config := fs.String("config", "", "config `FILE`")
-	format := fs.String("format", "table", "output `format`: table, json, csv or markdown")
+	format := fs.String("format", "table", "output `format`: table, json, csv, markdown or html")
+	out := fs.String("out", "", "write to `FILE` (mode 0640) instead of standard output")
 	failOn := fs.String("fail-on", "", "exit 3 when any key is `overdue` (or failing)")
 	if err := parseFlags(fs, args, config); err != nil {
 		return err
@@ -164,7 +165,7 @@ func cmdReport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	if err := rep.Write(stdout, *format); err != nil {
+	if err := writeOutput(stdout, *out, func(w io.Writer) error { return rep.Write(w, *format) }); err != nil {
 		return err
 	}
 	if *failOn == "overdue" && rep.Failing() {
