@@ -470,6 +470,15 @@ func parseJSONL(b []byte, last *[numFields]string) (Entry, error) {
 	return e, nil
 }
 
+// ParseEntry decodes one entry from a JSON object with the export's field
+// names, every one present: a JSONL export line, or an entry as the state
+// stores it. It uses no reflection, which makes reading a year's log for
+// export or verification several times faster than encoding/json.
+func ParseEntry(b []byte) (Entry, error) {
+	var last [numFields]string
+	return parseJSONL(b, &last)
+}
+
 // jsonParser scans the flat objects of a JSONL export.
 type jsonParser struct {
 	b   []byte

@@ -180,6 +180,11 @@ type storedAudit struct {
 }
 
 func decodeAudit(k, v []byte) (AuditEntry, error) {
+	if e, err := audit.ParseEntry(v); err == nil {
+		return e, nil
+	}
+	// An entry from before the chain (other field names), or a damaged
+	// one: encoding/json says which.
 	var s storedAudit
 	if err := json.Unmarshal(v, &s); err != nil {
 		return AuditEntry{}, fmt.Errorf("decode audit entry %d: %w", binary.BigEndian.Uint64(k), err)
