@@ -691,7 +691,7 @@ func testOutbox(t *testing.T, s *fixture) {
 			return err
 		}
 		if _, err = tx.Enqueue(state.Event{Kind: "x"}); err == nil {
-			return errors.New("Enqueue with no sink succeeded")
+			return errors.New("enqueue with no sink succeeded")
 		}
 		return nil
 	})
