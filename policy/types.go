@@ -32,6 +32,9 @@ const (
 	EventOverdue   = "overdue"
 	EventFailing   = "failing"
 	EventRecovered = "recovered"
+	// EventExposed: a machine still runs with a key rotatord retired or
+	// deleted, or with one past max_age (DESIGN.md §9.1); sent once per key.
+	EventExposed = "exposed"
 
 	// The daemon raises these, not a policy: a reload that kept the old
 	// config, and the scheduled compliance digest.
@@ -111,7 +114,14 @@ type Provider struct {
 	// Concurrency bounds the requests in flight to this account; 0 = the
 	// engine's default (8).
 	Concurrency int
-	Line        int // line in the config file, for messages
+	// NoInventory is `inventory: false`: runs do not list the account's
+	// machines and the key each was provisioned with (DESIGN.md §9.1),
+	// which they do by default.
+	NoInventory bool
+	// Regions are the Gcore region IDs the inventory lists; empty means
+	// every region in state ACTIVE. Gcore only.
+	Regions []int64
+	Line    int // line in the config file, for messages
 }
 
 // KeySpec says what kind of key to make and who makes it.
