@@ -32,6 +32,7 @@ var headers = map[string]string{
 	policy.EventOverdue:      ":hourglass: %s key overdue",
 	policy.EventFailing:      ":rotating_light: %s is failing",
 	policy.EventRecovered:    ":white_check_mark: %s recovered",
+	policy.EventExposed:      ":unlock: %s: a retired or expired key still opens running machines",
 	policy.EventReloadFailed: ":warning: %s config reload failed",
 	policy.EventReport:       ":clipboard: %s key compliance report",
 }
