@@ -133,6 +133,26 @@ func Attribute(tx state.Tx, cfg *policy.Config, now time.Time) (*Result, error) 
 		byAcct[a] = append(byAcct[a], p)
 	}
 
+	res := &Result{}
+	invs := make([]state.Inventory, len(accounts))
+	total := 0
+	for i, a := range accounts {
+		inv, ok, err := tx.Inventory(a.Provider, a.ProjectID)
+		if err != nil {
+			return nil, err
+		}
+		st := AccountState{Account: a, Never: !ok}
+		if ok {
+			st.Instances, st.ListedAt, st.StaleSince, st.Error = len(inv.Instances), inv.ListedAt, inv.StaleSince, inv.Error
+		}
+		res.Accounts = append(res.Accounts, st)
+		invs[i] = inv
+		total += len(inv.Instances)
+	}
+	if total == 0 {
+		return res, nil // no machine: no key record need be read
+	}
+
 	// Index the key records by account and by how machines name keys.
 	byID := map[keyRef]state.KeyRecord{}
 	byName := map[keyRef]state.KeyRecord{}
@@ -168,20 +188,11 @@ func Attribute(tx state.Tx, cfg *policy.Config, now time.Time) (*Result, error) 
 		}
 	}
 
-	res := &Result{}
 	type policyKey struct{ policy, keyID string }
 	exposed := map[policyKey]int{} // -> index in res.Exposed
-	for _, a := range accounts {
-		inv, ok, err := tx.Inventory(a.Provider, a.ProjectID)
-		if err != nil {
-			return nil, err
-		}
-		st := AccountState{Account: a, Never: !ok}
-		if ok {
-			st.Instances, st.ListedAt, st.StaleSince, st.Error = len(inv.Instances), inv.ListedAt, inv.StaleSince, inv.Error
-		}
-		res.Accounts = append(res.Accounts, st)
-		for _, m := range inv.Instances {
+	res.Instances = make([]Instance, 0, total)
+	for ai, a := range accounts {
+		for _, m := range invs[ai].Instances {
 			m.ProjectID = a.ProjectID // the account's, whatever the provider sent
 			in := Instance{InventoryInstance: m, Provider: a.Provider, KeyID: m.KeyID, KeyName: m.KeyName, Fingerprint: m.KeyFingerprint}
 			var rec state.KeyRecord
