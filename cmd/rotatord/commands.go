@@ -154,6 +154,7 @@ func printPlan(w io.Writer, plans []rotate.PolicyPlan, now time.Time) {
 			}
 			fmt.Fprintf(w, "  %-12s %s%s%s\n", a.Kind, key, when, detail)
 		}
+		printLeftBehind(w, pp.LeftBehind)
 	}
 }
 

@@ -144,6 +144,7 @@ func printStatus(w io.Writer, st control.Status, now time.Time) {
 			fmt.Fprintf(w, "\n%s: last error: %s", p.Name, p.LastError)
 		}
 	}
+	printOldKeyMachines(w, st.Policies)
 }
 
 func cmdReport(ctx context.Context, args []string, stdout, stderr io.Writer) error {

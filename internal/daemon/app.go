@@ -17,6 +17,7 @@ import (
 
 	"github.com/rotatord/rotatord/internal/cloud"
 	"github.com/rotatord/rotatord/internal/control"
+	"github.com/rotatord/rotatord/internal/inventory"
 	"github.com/rotatord/rotatord/internal/rotate"
 	"github.com/rotatord/rotatord/internal/scheduler"
 	"github.com/rotatord/rotatord/internal/state"
@@ -64,6 +65,7 @@ type App struct {
 	// each with its own outbox and dispatcher.
 	channels []channel
 	locks    *rotate.Locks
+	flights  *inventory.Flights // instance listings shared by the runs of every config
 	met      *Metrics
 
 	mu  sync.RWMutex
@@ -102,6 +104,7 @@ type runtime struct {
 	cfg       *policy.Config
 	providers map[string]cloud.Provider
 	engine    *rotate.Engine
+	inv       *inventory.Collector
 	sched     *scheduler.Scheduler
 	loaded    time.Time
 }
@@ -118,7 +121,7 @@ func New(ctx context.Context, cfg *policy.Config, opts Options) (*App, error) {
 	if opts.Load == nil {
 		opts.Load = policy.Load
 	}
-	a := &App{opts: opts, log: opts.Logger, locks: rotate.NewLocks(), met: NewMetrics(), audit: &auditKeys{}}
+	a := &App{opts: opts, log: opts.Logger, locks: rotate.NewLocks(), flights: inventory.NewFlights(), met: NewMetrics(), audit: &auditKeys{}}
 	a.halt, a.haltRuns = context.WithCancel(context.Background())
 	db, err := bolt.OpenStore(cfg.State.Path, bolt.Options{ReadOnly: opts.ReadOnly, AuditKeys: a.audit})
 	if err != nil {
@@ -174,7 +177,7 @@ func (a *App) build(cfg *policy.Config) (*runtime, error) {
 		Logger: a.log.With("component", "rotate"), Kick: a.kick, Hook: a.opts.Hook,
 		BackoffBase: a.opts.BackoffBase, Sinks: a.sinks(), Ready: a.audit.Load,
 	})
-	rt := &runtime{cfg: cfg, providers: provs, engine: eng, loaded: time.Now()}
+	rt := &runtime{cfg: cfg, providers: provs, engine: eng, inv: a.newInventory(cfg, provs), loaded: time.Now()}
 	if rt.sched, err = a.schedule(rt); err != nil {
 		return nil, err
 	}
