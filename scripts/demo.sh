@@ -70,6 +70,25 @@ bin/rotatord run -config examples/demo.yaml 2> >(tee "$DEMO/rotatord.log" |
   sed -u -E 's/.*"time":"([^"]*)".*"msg":"([^"]*)".*"policy":"([^"]*)".*/  \1  \3: \2/; s/.*"msg":"(rotatord ready|stopped)".*/  \1/') &
 rot=$!
 pids+=($rot)
+
+say "Machines launched with the first keys (the fake cloud's admin API): 3 Gcore instances, 2 Sesterce"
+kvget() { VAULT_ADDR=http://127.0.0.1:$VAULT_PORT "$VAULT" kv get -mount=secret -field="$1" "$2" 2>/dev/null; }
+for _ in $(seq 1 100); do
+  if kvget key_name ssh/demo/inference >/dev/null && kvget key_id ssh/demo/gpu-team >/dev/null; then break; fi
+  sleep 0.2
+done
+first_gcore=$(kvget key_name ssh/demo/inference)
+first_sesterce=$(kvget key_id ssh/demo/gpu-team)
+for i in 1 2 3; do
+  curl -fsS -X POST "http://127.0.0.1:$CLOUD_PORT/admin/instances" -o /dev/null -d \
+    "{\"provider\":\"gcore\",\"name\":\"trainer-$i\",\"key_name\":\"$first_gcore\",\"project\":1234,\"region\":76,\"region_name\":\"Luxembourg\"}"
+done
+for i in 1 2; do
+  curl -fsS -X POST "http://127.0.0.1:$CLOUD_PORT/admin/instances" -o /dev/null -d \
+    "{\"provider\":\"sesterce\",\"name\":\"notebook-$i\",\"key_id\":\"$first_sesterce\"}"
+done
+echo "  trainer-1..3 launched with $first_gcore; notebook-1..2 with Sesterce key $first_sesterce"
+echo "  (each run lists them; once rotatord deletes those keys, the machines still accept them: exposed)"
 sleep "$RUN_SECONDS"
 
 say "rotatord status (through the control socket)"
@@ -83,6 +102,12 @@ sleep 0.5
 
 say "Compliance report"
 bin/rotatord report -config examples/demo.yaml -fail-on overdue
+
+say "Which machines the deleted first keys still open: rotatord report -fail-on exposed"
+code=0
+bin/rotatord report -config examples/demo.yaml -format markdown -fail-on exposed >"$DEMO/report.md" || code=$?
+grep -E '^\| (Policy|gpu-team|inference) ' "$DEMO/report.md" | grep -E 'Key status|exposed' || true
+echo "  report -fail-on exposed exited $code (3: a key rotatord deleted still opens running machines)"
 
 say "The same report as one HTML page for auditors: $DEMO/report.html"
 bin/rotatord report -config examples/demo.yaml -format html -out "$DEMO/report.html"
