@@ -417,9 +417,9 @@ func TestCollector_partialListingMerges(t *testing.T) {
 type panicky struct{}
 
 func (panicky) ListInstances(context.Context, int64, []int64) ([]cloud.Instance, error) {
-	var m map[string]int
-	m["boom"]++ // a decoding bug in a client
-	return nil, nil
+	var insts []cloud.Instance
+	_ = insts[3] // a decoding bug in a client: index out of range
+	return insts, nil
 }
 
 // TestCollector_listerPanicIsAnError: a panicking client becomes a stale
