@@ -3,6 +3,7 @@ package main_test
 import (
 	"encoding/json"
 	"fmt"
+	"os"
 	"strings"
 	"testing"
 
@@ -132,6 +133,10 @@ func TestInventory_FailedListingLeavesRotationsAlone(t *testing.T) {
 			{Route: cloudtest.RouteGcoreInstances, Kind: cloudtest.FaultReply, Status: 200, Body: `{"count": 9, "results": [{"id": "x",`},
 			{Route: cloudtest.RouteSesterceInstances, Kind: cloudtest.FaultReply, Status: 200, Body: `[{"_id": `},
 		}},
+		{"credential echoed", []cloudtest.Fault{
+			{Route: cloudtest.RouteGcoreRegions, Kind: cloudtest.FaultEcho, Status: 401},
+			{Route: cloudtest.RouteSesterceInstances, Kind: cloudtest.FaultEcho, Status: 403},
+		}},
 		{"50 MiB body", []cloudtest.Fault{
 			{Route: cloudtest.RouteGcoreRegions, Kind: cloudtest.FaultHuge, Size: 50 << 20},
 			{Route: cloudtest.RouteSesterceInstances, Kind: cloudtest.FaultHuge, Size: 50 << 20},
@@ -179,7 +184,11 @@ func TestInventory_FailedListingLeavesRotationsAlone(t *testing.T) {
 			if stale != 2 {
 				t.Errorf("%d stale accounts with since and error, want 2:\n%s", stale, rout)
 			}
-			assertNoAPIKey(t, out, stderr, table, tstderr, rout)
+			raw, err := os.ReadFile(e.statePath())
+			if err != nil {
+				t.Fatal(err)
+			}
+			assertNoAPIKey(t, out, stderr, table, tstderr, rout, string(raw))
 		})
 	}
 }
