@@ -36,6 +36,7 @@ func cmdCheck(_ context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	printSummary(stdout, cfg, time.Now())
+	printHostsSummary(stdout, cfg)
 	return nil
 }
 

@@ -72,3 +72,17 @@ func TestPrintSummary_jitterAndWindow(t *testing.T) {
 		t.Errorf("inference row %q, want it to contain %q", inf, want)
 	}
 }
+
+// check lists each policy's hosts and how their host keys are checked.
+func TestPrintHostsSummary(t *testing.T) {
+	cfg, err := loadConfig("../../policies.example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b bytes.Buffer
+	printHostsSummary(&b, cfg)
+	want := "gpu-team  ubuntu@10.0.0.5:22 ubuntu@10.0.0.6:2222  known_hosts /etc/rotatord/known_hosts  .ssh/authorized_keys  16           30s"
+	if !strings.Contains(b.String(), want) || strings.Contains(b.String(), "inference") {
+		t.Errorf("hosts summary:\n%s\nwant a row %q and no row for inference", b.String(), want)
+	}
+}

@@ -1,0 +1,49 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/rotatord/rotatord/policy"
+)
+
+// printHostsSummary is check's report on the policies that converge hosts:
+// which hosts, how their host keys are checked, which file is edited and
+// how many at once. Nothing when no policy has a hosts block.
+func printHostsSummary(w io.Writer, cfg *policy.Config) {
+	var any bool
+	for _, p := range cfg.Policies {
+		any = any || p.Hosts != nil
+	}
+	if !any {
+		return
+	}
+	fmt.Fprintln(w)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "POLICY\tHOSTS\tHOST KEYS\tAUTHORIZED_KEYS\tCONCURRENCY\tTIMEOUT")
+	for _, p := range cfg.Policies {
+		h := p.Hosts
+		if h == nil {
+			continue
+		}
+		var targets []string
+		for _, t := range h.Targets {
+			targets = append(targets, t.String())
+		}
+		if h.Discover {
+			targets = append(targets, "+ discovered instances")
+		}
+		var checks []string
+		if h.KnownHosts != "" {
+			checks = append(checks, "known_hosts "+h.KnownHosts)
+		}
+		if h.TrustOnFirstUse {
+			checks = append(checks, "trust on first use")
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", p.Name, strings.Join(targets, " "), strings.Join(checks, ", "),
+			h.AuthorizedKeys, h.Concurrency, policy.FormatDuration(h.Timeout))
+	}
+	tw.Flush()
+}
