@@ -114,6 +114,9 @@ type Tx interface {
 	// records the head of what it deleted. It returns how many it deleted;
 	// call it again while that is limit. The last entry is never pruned.
 	PruneAudit(before time.Time, limit int) (int, error)
+
+	// HostsTx: the hosts of each policy and the pinned host keys (hosts.go).
+	HostsTx
 }
 
 // SchemaVersion is the record layout this build writes and reads. Bump it,
@@ -144,6 +147,7 @@ func Buckets() []string {
 	return []string{
 		bucketMeta, bucketRotations, bucketRotByTime, bucketRotOpen, bucketRotByPolicy, bucketRotOpenPol,
 		bucketKeys, bucketPolicies, bucketOutbox, bucketOutboxSink, bucketAudit,
+		bucketHosts, bucketHostPins,
 	}
 }
 

@@ -58,6 +58,8 @@ func Run(t *testing.T, f Factory) {
 		{"FailingUpdate", testFailingUpdate},
 		{"NoPrivateKeyStored", testNoPrivateKey},
 		{"NewerSchemaRefused", testNewerSchema},
+		{"Hosts", testHosts},
+		{"HostKeyPins", testHostKeyPins},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, newFixture(t, f)) })
 	}
