@@ -415,7 +415,6 @@ func TestDashboard_queriesParse(t *testing.T) {
 // missing metric is a broken panel.
 var announcedMetrics = map[string]string{
 	"rotatord_instances": "§9.1 inventory",
-	"rotatord_hosts":     "§9.2 hosts",
 	"rotatord_leader":    "§10 etcd leader election",
 }
 

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"github.com/rotatord/rotatord/internal/control"
 	"github.com/rotatord/rotatord/policy"
 )
 
@@ -46,4 +47,16 @@ func printHostsSummary(w io.Writer, cfg *policy.Config) {
 			h.AuthorizedKeys, h.Concurrency, policy.FormatDuration(h.Timeout))
 	}
 	tw.Flush()
+}
+
+// printHostsStatus is status's line per policy with hosts: how many are
+// ok, stale, unreachable and unverified.
+func printHostsStatus(w io.Writer, st control.Status) {
+	for _, p := range st.Policies {
+		if p.Hosts == nil {
+			continue
+		}
+		fmt.Fprintf(w, "\n%s: hosts %d ok, %d stale, %d unreachable, %d unverified", p.Name,
+			p.Hosts["ok"], p.Hosts["stale"], p.Hosts["unreachable"], p.Hosts["unverified"])
+	}
 }

@@ -48,6 +48,9 @@ type PolicyStatus struct {
 	Failing             bool      `json:"failing"`
 	InFlight            bool      `json:"in_flight"`
 	RetiringKeys        int       `json:"retiring_keys"`
+	// Hosts counts the policy's hosts by status (ok, stale, unreachable,
+	// unverified); nil for a policy without hosts.
+	Hosts map[string]int `json:"hosts,omitempty"`
 }
 
 // Status is the daemon's whole view.

@@ -39,6 +39,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descKeyAge
 	ch <- descMaxAge
 	ch <- descKeys
+	ch <- descHosts
 }
 
 // Collect implements prometheus.Collector.
@@ -68,6 +69,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	for _, s := range statuses {
 		ch <- prometheus.MustNewConstMetric(descKeys, prometheus.GaugeValue, float64(r.Summary[s]), s)
 	}
+	collectHosts(r, ch)
 }
 
 // managed reports whether a row of this status is a key a policy holds:
