@@ -155,6 +155,7 @@ func printPlan(w io.Writer, plans []rotate.PolicyPlan, now time.Time) {
 			}
 			fmt.Fprintf(w, "  %-12s %s%s%s\n", a.Kind, key, when, detail)
 		}
+		printHostPlans(w, pp.Hosts)
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/rotatord/rotatord/internal/control"
+	"github.com/rotatord/rotatord/internal/rotate"
 	"github.com/rotatord/rotatord/policy"
 )
 
@@ -58,5 +59,30 @@ func printHostsStatus(w io.Writer, st control.Status) {
 		}
 		fmt.Fprintf(w, "\n%s: hosts %d ok, %d stale, %d unreachable, %d unverified", p.Name,
 			p.Hosts["ok"], p.Hosts["stale"], p.Hosts["unreachable"], p.Hosts["unverified"])
+	}
+}
+
+// printHostPlans is plan's part about hosts: per host, the keys a run
+// would add and remove, from what rotatord recorded at its last contact.
+func printHostPlans(w io.Writer, hs []rotate.HostPlan) {
+	for _, h := range hs {
+		var parts []string
+		if h.NewKey {
+			parts = append(parts, "add the new key")
+		}
+		for _, fp := range h.Add {
+			parts = append(parts, "add "+fp)
+		}
+		for _, fp := range h.Remove {
+			parts = append(parts, "remove "+fp)
+		}
+		if len(parts) == 0 {
+			parts = append(parts, "nothing to change")
+		}
+		detail := ""
+		if h.Detail != "" {
+			detail = " (" + h.Detail + ")"
+		}
+		fmt.Fprintf(w, "  host         %s: %s%s\n", h.Host, strings.Join(parts, ", "), detail)
 	}
 }

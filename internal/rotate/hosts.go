@@ -569,3 +569,84 @@ func (h *HostsRun) LogValue() slog.Value {
 	}
 	return slog.GroupValue(slog.Int("targets", h.Targets), slog.Int("attempted", h.Attempted), slog.Int("updated", len(h.Updated)))
 }
+
+// HostPlan is what a run would do on one host, judged from state alone:
+// plan logs in nowhere (and reads no private key).
+type HostPlan struct {
+	Host   string
+	Status string // the host's recorded status; "" when never contacted
+	// Add and Remove are fingerprints a run would add to and remove from
+	// the host's authorized_keys; NewKey says the key a due rotation makes
+	// would be added too.
+	Add, Remove []string `json:",omitempty"`
+	NewKey      bool     `json:",omitzero"`
+	Detail      string   `json:",omitempty"`
+}
+
+// planHosts is the hosts part of Plan. d is the run's decision: keys it
+// would delete now leave hosts in the same run, and a rotation it would
+// make puts the new key on every host.
+func (e *Engine) planHosts(p policy.Policy, d Decision) ([]HostPlan, error) {
+	if p.Hosts == nil {
+		return nil, nil
+	}
+	now := e.cfg.Now()
+	var recs []state.KeyRecord
+	var records []state.HostRecord
+	err := e.cfg.Journal.View(func(tx state.Tx) error {
+		var err error
+		if recs, err = tx.Keys(p.Name); err != nil {
+			return err
+		}
+		records, err = tx.Hosts(p.Name)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read state: %w", err)
+	}
+	ks := hostRetired(p, recs, now)
+	for _, r := range d.Retire {
+		if r.Fingerprint != "" && r.Fingerprint != ks.current.Fingerprint {
+			ks.retired[r.Fingerprint] = true
+		}
+	}
+	byHost := map[string]state.HostRecord{}
+	for _, r := range records {
+		byHost[r.Host] = r
+	}
+	var names []string
+	for _, t := range p.Hosts.Targets {
+		names = append(names, hosts.Target{Addr: t.Addr, Port: t.Port, User: t.User}.Label())
+	}
+	for _, r := range records {
+		if r.Source == HostSourceDiscovered && !slices.Contains(names, r.Host) {
+			names = append(names, r.Host)
+		}
+	}
+	out := make([]HostPlan, 0, len(names))
+	for _, name := range names {
+		rec, known := byHost[name]
+		hp := HostPlan{Host: name, Status: string(rec.Status), NewKey: d.Rotate}
+		switch {
+		case !known || rec.Status == state.HostNeverContacted:
+			if ks.current.Fingerprint != "" {
+				hp.Add = []string{ks.current.Fingerprint}
+			}
+			hp.Detail = "never contacted: log in, add the current key if it is missing"
+		default:
+			if ks.current.Fingerprint != "" && !slices.Contains(rec.Trusts, ks.current.Fingerprint) {
+				hp.Add = []string{ks.current.Fingerprint}
+			}
+			for _, fp := range rec.Trusts {
+				if ks.retired[fp] {
+					hp.Remove = append(hp.Remove, fp)
+				}
+			}
+			if rec.Status != state.HostOK && rec.NextRetry.After(now) {
+				hp.Detail = fmt.Sprintf("%s; retried at %s", rec.Status, rec.NextRetry.UTC().Format(time.RFC3339))
+			}
+		}
+		out = append(out, hp)
+	}
+	return out, nil
+}

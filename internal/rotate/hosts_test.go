@@ -511,3 +511,33 @@ func fileMode(t *testing.T, p string) os.FileMode {
 	}
 	return fi.Mode().Perm()
 }
+
+// plan says per host what a run would add and remove, without logging in.
+func TestHosts_Plan(t *testing.T) {
+	f := newHostsFleet(t, 2)
+	ctx := context.Background()
+	pp, err := f.h.engine.Plan(ctx, f.p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cur := f.current()
+	if len(pp.Hosts) != 2 || len(pp.Hosts[0].Add) != 1 || pp.Hosts[0].Add[0] != cur.Fingerprint || pp.Hosts[0].Detail == "" {
+		t.Fatalf("never contacted hosts: %+v", pp.Hosts)
+	}
+	f.h.mustRun(f.p, rotate.Options{Force: true, Trigger: rotate.TriggerCLI})
+	old := cur
+	logs := len(f.srv.Logs())
+	f.h.clock.Advance(f.p.GracePeriod + time.Minute)
+	pp, err = f.h.engine.Plan(ctx, f.p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range pp.Hosts {
+		if len(h.Add) != 0 || len(h.Remove) != 1 || h.Remove[0] != old.Fingerprint {
+			t.Errorf("after the grace: %+v, want the old key removed", h)
+		}
+	}
+	if strings.Contains(f.srv.Logs()[logs:], "Accepted publickey") {
+		t.Error("plan logged in to a host")
+	}
+}
