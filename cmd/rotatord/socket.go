@@ -139,6 +139,7 @@ func printStatus(w io.Writer, st control.Status, now time.Time) {
 			rotate.FormatAge(time.Duration(p.MaxAgeSeconds)*time.Second), next, window, last, inflight)
 	}
 	tw.Flush()
+	printHostsStatus(w, st)
 	for _, p := range st.Policies {
 		if p.LastError != "" {
 			fmt.Fprintf(w, "\n%s: last error: %s", p.Name, p.LastError)

@@ -51,6 +51,9 @@ type PolicyStatus struct {
 	// InstancesOnOldKeys counts the running machines (last inventory)
 	// provisioned with a key of the policy that is not its current one.
 	InstancesOnOldKeys int `json:"instances_on_old_keys"`
+	// Hosts counts the policy's hosts by status (ok, stale, unreachable,
+	// unverified); nil for a policy without hosts.
+	Hosts map[string]int `json:"hosts,omitempty"`
 }
 
 // Status is the daemon's whole view.

@@ -51,6 +51,9 @@ type Options struct {
 	// Keys replaces the Vault client (tests: vaulttest.Memory); nil logs in
 	// to the Vault the config names.
 	Keys rotate.KeyStore
+	// HostSource finds the running instances of policies with
+	// hosts.discover (the instance inventory); nil: static targets only.
+	HostSource rotate.HostSource
 }
 
 // App is one rotatord process.
@@ -176,6 +179,7 @@ func (a *App) build(cfg *policy.Config) (*runtime, error) {
 		Journal: a.db, Keys: a.keys, Providers: provs, Locks: a.locks, ProviderConcurrency: conc,
 		Logger: a.log.With("component", "rotate"), Kick: a.kick, Hook: a.opts.Hook,
 		BackoffBase: a.opts.BackoffBase, Sinks: a.sinks(), Ready: a.audit.Load,
+		HostSource: a.opts.HostSource,
 	})
 	rt := &runtime{cfg: cfg, providers: provs, engine: eng, inv: a.newInventory(cfg, provs), loaded: time.Now()}
 	if rt.sched, err = a.schedule(rt); err != nil {

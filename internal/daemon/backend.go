@@ -67,6 +67,13 @@ func (a *App) Status(ctx context.Context) (control.Status, error) {
 				}
 			}
 			ps.InstancesOnOldKeys = old[p.Name]
+			if p.Hosts != nil {
+				rows, err := report.PolicyHosts(tx, &p, now)
+				if err != nil {
+					return err
+				}
+				ps.Hosts = report.CountHosts(rows)
+			}
 			st.Policies = append(st.Policies, ps)
 		}
 		return nil

@@ -133,6 +133,8 @@ type Tx interface {
 	// ForEachExposure calls fn for every exposure mark, in policy then key
 	// ID order, stopping at the first error, which it returns.
 	ForEachExposure(fn func(Exposure) error) error
+	// HostsTx: the hosts of each policy and the pinned host keys (hosts.go).
+	HostsTx
 }
 
 // SchemaVersion is the record layout this build writes and reads. Bump it,
@@ -164,6 +166,7 @@ func Buckets() []string {
 		bucketMeta, bucketRotations, bucketRotByTime, bucketRotOpen, bucketRotByPolicy, bucketRotOpenPol,
 		bucketKeys, bucketPolicies, bucketOutbox, bucketOutboxSink, bucketAudit,
 		bucketInventory, bucketInventoryChunk, bucketExposures,
+		bucketHosts, bucketHostPins,
 	}
 }
 

@@ -60,6 +60,8 @@ func Run(t *testing.T, f Factory) {
 		{"NewerSchemaRefused", testNewerSchema},
 		{"Inventory", testInventory},
 		{"Exposure", testExposure},
+		{"Hosts", testHosts},
+		{"HostKeyPins", testHostKeyPins},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, newFixture(t, f)) })
 	}
