@@ -12,7 +12,6 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
 
-
 	"github.com/rotatord/rotatord/internal/state"
 	"github.com/rotatord/rotatord/internal/state/etcd"
 	"github.com/rotatord/rotatord/internal/state/etcdtest"
