@@ -186,6 +186,9 @@ func fetchReport(ctx context.Context, config string, stderr io.Writer) (*report.
 	}
 	opts := daemon.Options{Version: version, Logger: newLogger(stderr, logLevel()), ReadOnly: true, NoSlack: true, NoVault: true}
 	s, err := connect(ctx, cfg, opts, func(cfg *policy.Config, _ *daemon.Options) (func(), error) {
+		if cfg.State.Backend == policy.BackendEtcd {
+			return func() {}, nil
+		}
 		if _, err := os.Stat(cfg.State.Path); errors.Is(err, os.ErrNotExist) {
 			return nil, fmt.Errorf("no state file at %s: rotatord has not run yet", cfg.State.Path)
 		}

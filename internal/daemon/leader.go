@@ -92,7 +92,7 @@ func (a *App) openState(cfg *policy.Config) (state.Store, error) {
 			return nil, err
 		}
 		a.lead = &leadership{cli: cli, el: el, self: self}
-		bopts.Guard = el
+		bopts.Guard, bopts.Writer = el, self.Name
 	}
 	b, err := etcd.New(cli, bopts)
 	if err != nil {

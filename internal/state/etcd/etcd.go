@@ -6,7 +6,7 @@
 //
 //	b/<bucket>/<key>   one record or index entry of the typed layer
 //	s/<bucket>         the bucket's sequence, a decimal number
-//	commit             rewritten by every committed Update
+//	commit             rewritten by every committed Update: "<read revision> <writer>"
 //
 // Every Update is one etcd transaction. It reads at one revision R, keeps
 // its writes in memory, and commits them only if the commit key was not
@@ -29,6 +29,7 @@ import (
 	"slices"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -87,6 +88,9 @@ type Options struct {
 	ReadOnly bool
 	// CloseClient makes Close close the client too.
 	CloseClient bool
+	// Writer names this process in the commit key ("<revision> <writer>"),
+	// so that etcd's history shows who committed each Update.
+	Writer string
 }
 
 // Backend is state on etcd. It is safe for concurrent use.
@@ -99,6 +103,7 @@ type Backend struct {
 	timeout   time.Duration
 	readOnly  bool
 	closeCli  bool
+	writer    string
 
 	calls     chan *call
 	stop      chan struct{}
@@ -127,6 +132,7 @@ func New(c *clientv3.Client, opts Options) (*Backend, error) {
 		timeout:   opts.Timeout,
 		readOnly:  opts.ReadOnly,
 		closeCli:  opts.CloseClient,
+		writer:    opts.Writer,
 		calls:     make(chan *call, 256),
 		stop:      make(chan struct{}),
 		done:      make(chan struct{}),
@@ -420,7 +426,7 @@ func (t *txn) commit(f fence) error {
 			ops = append(ops, clientv3.OpPut(k, string(v)))
 		}
 	}
-	ops = append(ops, clientv3.OpPut(t.b.commitKey, strconv.FormatInt(t.rev, 10)))
+	ops = append(ops, clientv3.OpPut(t.b.commitKey, strings.TrimSpace(strconv.FormatInt(t.rev, 10)+" "+t.b.writer)))
 	cmps := []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(t.b.commitKey), "<", t.rev+1)}
 	var onFail []clientv3.Op
 	if t.b.guard != nil {
