@@ -276,7 +276,7 @@ func TestParse_invalid(t *testing.T) {
 			`invalid/webhook_without_secret.yaml:13: webhook "deploy": secret_env: one of secret_env or secret_file is required`,
 		}},
 		{"webhook_unknown_event", []string{
-			`invalid/webhook_unknown_event.yaml:15: webhook #1: events: unknown event; events are rotated, deleted, failed, overdue, failing, recovered, exposed, host_updated, host_unreachable, host_key_changed or reload_failed (got "expired")`,
+			`invalid/webhook_unknown_event.yaml:15: webhook #1: events: unknown event; events are rotated, deleted, failed, overdue, failing, recovered, exposed, host_updated, host_unreachable, host_key_changed, reload_failed or leader_changed (got "expired")`,
 		}},
 		{"webhook_no_events", []string{
 			`invalid/webhook_no_events.yaml:16: webhook "deploy": events: must name at least one event; leave it out for every event`,
@@ -469,7 +469,7 @@ func TestParse_valid(t *testing.T) {
 			}},
 			Webhooks: []Webhook{
 				{Name: "DEPLOY_HOOK_URL", URLEnv: "DEPLOY_HOOK_URL", SecretEnv: "DEPLOY_HOOK_SECRET",
-					Events: append(allEvents[:len(allEvents):len(allEvents)], "reload_failed"), Line: 13},
+					Events: append(allEvents[:len(allEvents):len(allEvents)], "reload_failed", "leader_changed"), Line: 13},
 				{Name: "secrets-sync", URLFile: "/etc/rotatord/sync.url", SecretFile: "/etc/rotatord/sync.secret",
 					Events: []string{"rotated", "reload_failed"}, Insecure: true, Line: 15},
 				{Name: "audit-hook", URLFile: "/run/credentials/rotatord.service/audit hook.url", SecretFile: "/etc/rotatord/audit.secret",

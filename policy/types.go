@@ -44,9 +44,11 @@ const (
 	EventHostKeyChanged  = "host_key_changed"
 
 	// The daemon raises these, not a policy: a reload that kept the old
-	// config, and the scheduled compliance digest.
-	EventReloadFailed = "reload_failed"
-	EventReport       = "report"
+	// config, the scheduled compliance digest, and (with state on etcd) a
+	// new leader among several rotatord processes.
+	EventReloadFailed  = "reload_failed"
+	EventReport        = "report"
+	EventLeaderChanged = "leader_changed"
 )
 
 // Config is one parsed, validated configuration file.

@@ -38,6 +38,7 @@ var headers = map[string]string{
 	policy.EventHostKeyChanged:  ":rotating_light: %s: host key changed, host refused",
 	policy.EventReloadFailed:    ":warning: %s config reload failed",
 	policy.EventReport:          ":clipboard: %s key compliance report",
+	policy.EventLeaderChanged:   ":crown: %s rotatord leader changed",
 }
 
 // Blocks renders ev as a Block Kit message: a header line for its kind, a
