@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -28,8 +29,9 @@ const latency = 20 * time.Millisecond
 // (default 100, ROTATORD_BENCH_SCRIPT_N) the way people do them by hand —
 // a shell loop over ssh-keygen, the vault CLI and curl — against the same
 // fakecloud and Vault, and prints the speed ratio per rotation.
-// ROTATORD_BENCH_CPUPROFILE=FILE writes rotatord's CPU profile there. It
-// measures once: b.N does not apply.
+// ROTATORD_BENCH_CPUPROFILE=FILE writes rotatord's CPU profile there,
+// ROTATORD_BENCH_MEMPROFILE=FILE its allocations. It measures once: b.N
+// does not apply.
 func BenchmarkRotations(b *testing.B) {
 	needSetup(b)
 	n := envInt("ROTATORD_BENCH_N", 1000)
@@ -41,6 +43,9 @@ func BenchmarkRotations(b *testing.B) {
 	var env []string
 	if p := os.Getenv("ROTATORD_BENCH_CPUPROFILE"); p != "" {
 		env = append(env, "ROTATORD_CPUPROFILE="+p)
+	}
+	if p := os.Getenv("ROTATORD_BENCH_MEMPROFILE"); p != "" {
+		env = append(env, "ROTATORD_MEMPROFILE="+p)
 	}
 
 	before := fake.requestCounts(b)
@@ -130,6 +135,7 @@ rotatord rotate -all, %d policies: %d Sesterce (one account each, make_default),
   latency bound              %v: %d round trips x %v on the busiest account's critical path
                              (a Sesterce account: %d; the Gcore project: 1 listing + max(calls per policy, %d calls / %d in flight) = %d)
   CPU                        rotatord %v (%v per rotation), Vault %v (%v), fakecloud %v (%v): %v in all
+  rotatord peak RSS          %.1f MiB
   CPU bound                  %v in all / %d cores = %v
   wall / bound               %.2f (against the %s bound, the larger)
   machine CPU busy           %.0f%% of %d cores (other processes count too)
@@ -147,6 +153,7 @@ hand-written script (ssh-keygen + vault CLI + curl, the same calls), %d policies
 		sesterceSteps, gcoreCalls, concurrency, gcoreSteps,
 		rotatordCPU.Round(time.Millisecond), perRot(rotatordCPU), vaultCPU.Round(time.Millisecond), perRot(vaultCPU),
 		fakeCPU.Round(time.Millisecond), perRot(fakeCPU), totalCPU.Round(time.Millisecond),
+		maxRSSMiB(usage),
 		totalCPU.Round(time.Millisecond), runtime.NumCPU(), cpuBound.Round(time.Millisecond),
 		ratio, limit,
 		100*float64(busy1-busy0)/float64(max(total1-total0, 1)), runtime.NumCPU(),
@@ -154,6 +161,14 @@ hand-written script (ssh-keygen + vault CLI + curl, the same calls), %d policies
 		(wall / time.Duration(n)).Round(time.Microsecond), speedup)
 	for range b.N {
 	}
+}
+
+// maxRSSMiB is a finished process's peak resident memory.
+func maxRSSMiB(u *syscall.Rusage) float64 {
+	if u == nil {
+		return 0
+	}
+	return float64(u.Maxrss) / 1024 // KiB on Linux
 }
 
 // criticalPath is the fewest round trips that calls on one account can
