@@ -36,10 +36,19 @@ const (
 	// deleted, or with one past max_age (DESIGN.md §9.1); sent once per key.
 	EventExposed = "exposed"
 
+	// Host rotation (DESIGN.md §9.2): the current key reached hosts (one
+	// event per rotation or run, listing them), a host stopped answering
+	// (once per host and streak), a host presented another host key.
+	EventHostUpdated     = "host_updated"
+	EventHostUnreachable = "host_unreachable"
+	EventHostKeyChanged  = "host_key_changed"
+
 	// The daemon raises these, not a policy: a reload that kept the old
-	// config, and the scheduled compliance digest.
-	EventReloadFailed = "reload_failed"
-	EventReport       = "report"
+	// config, the scheduled compliance digest, and (with state on etcd) a
+	// new leader among several rotatord processes.
+	EventReloadFailed  = "reload_failed"
+	EventReport        = "report"
+	EventLeaderChanged = "leader_changed"
 )
 
 // Config is one parsed, validated configuration file.
@@ -163,7 +172,10 @@ type Policy struct {
 	// provider in the same second. Always shorter than the schedule's
 	// shortest interval; 0 (the default) means none.
 	Jitter time.Duration
-	Line   int // line in the config file, for messages
+	// Hosts, when set, keeps running machines' authorized_keys converged
+	// with the policy's keys (DESIGN.md §9.2); nil means off.
+	Hosts *Hosts
+	Line  int // line in the config file, for messages
 }
 
 // Wants reports whether the policy subscribes to event.

@@ -29,6 +29,7 @@ func (a *App) Status(ctx context.Context) (control.Status, error) {
 		up, why := a.vault.Health()
 		st.Vault = &control.VaultStatus{Up: up, Error: why}
 	}
+	a.fillRole(ctx, &st)
 	err := a.db.View(func(tx state.Tx) error {
 		n, err := tx.OutboxLen()
 		if err != nil {
@@ -67,6 +68,13 @@ func (a *App) Status(ctx context.Context) (control.Status, error) {
 				}
 			}
 			ps.InstancesOnOldKeys = old[p.Name]
+			if p.Hosts != nil {
+				rows, err := report.PolicyHosts(tx, &p, now)
+				if err != nil {
+					return err
+				}
+				ps.Hosts = report.CountHosts(rows)
+			}
 			st.Policies = append(st.Policies, ps)
 		}
 		return nil

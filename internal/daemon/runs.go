@@ -41,7 +41,11 @@ func (a *App) schedule(rt *runtime) (*scheduler.Scheduler, error) {
 		}
 	}
 	if r := rt.cfg.Report; r != nil && r.Schedule != "" {
-		if err := s.Add(digestEntry, r.Schedule, func(ctx context.Context) { a.postDigest(ctx, rt) }); err != nil {
+		if err := s.Add(digestEntry, r.Schedule, func(ctx context.Context) {
+			if a.leading() {
+				a.postDigest(ctx, rt)
+			}
+		}); err != nil {
 			return nil, err
 		}
 	}
@@ -68,6 +72,11 @@ func (a *App) postDigest(ctx context.Context, rt *runtime) {
 }
 
 func (a *App) runPolicy(ctx context.Context, rt *runtime, p policy.Policy, opts rotate.Options) rotate.Result {
+	ctx, done, err := a.termContext(ctx)
+	if err != nil {
+		return rotate.Result{Policy: p.Name} // a standby: the leader runs the schedules
+	}
+	defer done()
 	start := time.Now()
 	res, err := rt.engine.Run(ctx, p, opts)
 	res.Err = err
@@ -115,6 +124,12 @@ func (a *App) sweepLoop(ctx context.Context) {
 // rotate what is due, sweep, and deliver notifications.
 func (a *App) RunOnce(ctx context.Context) []rotate.Result {
 	rt := a.runtime()
+	ctx, release, err := a.leadOnce(ctx)
+	if err != nil {
+		a.log.Error("run -once", "err", err)
+		return nil
+	}
+	defer release()
 	results := a.runAll(ctx, rt, rt.cfg.Policies, rotate.Options{Trigger: rotate.TriggerCLI})
 	a.FlushNotifications(ctx)
 	return results
@@ -138,6 +153,11 @@ func (a *App) RotatePolicies(ctx context.Context, names []string, emergency bool
 	ctx, cancel := context.WithCancel(ctx)
 	defer context.AfterFunc(a.halt, cancel)()
 	defer cancel()
+	ctx, done, err := a.termContext(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
 
 	rt := a.runtime()
 	ps := rt.cfg.Policies

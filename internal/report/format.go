@@ -122,6 +122,7 @@ func (r *Report) Digest() string {
 		fmt.Fprintf(&b, "Failing with no active key: %s\n", clean(strings.Join(keyless, ", ")))
 	}
 	r.digestExposure(&b)
+	b.WriteString(r.hostsDigest())
 	if n := len(r.Warnings); n > 0 {
 		fmt.Fprintf(&b, "%d warning(s): run `rotatord report` for details.\n", n)
 	}
@@ -195,6 +196,9 @@ func (r *Report) writeTable(w io.Writer) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
+	if err := r.writeHostsTable(w); err != nil {
+		return err
+	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "\n%s (generated %s)\n", r.summaryLine(), stamp(r.GeneratedAt))
 	if r.AuditHead != "" {
@@ -261,6 +265,14 @@ func (r *Report) writeJSON(w io.Writer) error {
 			}
 		}
 		bw.WriteString("\n  ],\n")
+	}
+	if len(r.Hosts) > 0 {
+		if err := member("hosts", r.Hosts, false); err != nil {
+			return err
+		}
+		if err := member("hosts_summary", r.HostsSummary, false); err != nil {
+			return err
+		}
 	}
 	if err := member("summary", r.Summary, false); err != nil {
 		return err
@@ -372,7 +384,10 @@ func (r *Report) writeCSV(w io.Writer) error {
 	if err := cw.Error(); err != nil {
 		return err
 	}
-	return r.writeInstancesCSV(w)
+	if err := r.writeInstancesCSV(w); err != nil {
+		return err
+	}
+	return r.writeHostsCSV(w)
 }
 
 func (r *Report) writeMarkdown(w io.Writer) error {
@@ -427,6 +442,7 @@ func (r *Report) writeMarkdown(w io.Writer) error {
 		line(row)
 	}
 	fmt.Fprintf(&b, "\n**%s**\n", r.summaryLine())
+	b.WriteString(r.hostsMarkdown())
 	if r.AuditHead != "" {
 		fmt.Fprintf(&b, "\nAudit log head: `%s`\n", r.AuditHead)
 	}

@@ -43,6 +43,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descMaxAge
 	ch <- descKeys
 	ch <- descInstances
+	ch <- descHosts
 }
 
 // Collect implements prometheus.Collector.
@@ -73,6 +74,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descKeys, prometheus.GaugeValue, float64(r.Summary[s]), s)
 	}
 	collectInstances(ch, r)
+	collectHosts(r, ch)
 }
 
 // managed reports whether a row of this status is a key a policy holds:

@@ -126,6 +126,10 @@ type Report struct {
 	InstanceSummary map[string]int `json:"instance_summary"`
 	// Inventory says, per account listed, how fresh its listing is.
 	Inventory []InventoryInfo `json:"inventory"`
+	// Hosts are the hosts of the policies with a hosts block (DESIGN.md
+	// §9.2), and HostsSummary counts them by status; both empty without.
+	Hosts        []HostRow      `json:"hosts,omitempty"`
+	HostsSummary map[string]int `json:"hosts_summary,omitempty"`
 }
 
 // Source is what a report is generated from.
@@ -203,7 +207,12 @@ func Generate(ctx context.Context, src Source) (*Report, error) {
 			return nil, fmt.Errorf("generate report: %w", err)
 		}
 	}
-	if err := src.State.View(g.readState); err != nil {
+	if err := src.State.View(func(tx state.Tx) error {
+		if err := g.readState(tx); err != nil {
+			return err
+		}
+		return g.addHosts(tx, src.Config)
+	}); err != nil {
 		return nil, fmt.Errorf("generate report: read state: %w", err)
 	}
 	g.addUnrecorded()

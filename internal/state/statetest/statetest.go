@@ -60,6 +60,8 @@ func Run(t *testing.T, f Factory) {
 		{"NewerSchemaRefused", testNewerSchema},
 		{"Inventory", testInventory},
 		{"Exposure", testExposure},
+		{"Hosts", testHosts},
+		{"HostKeyPins", testHostKeyPins},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, newFixture(t, f)) })
 	}
@@ -442,6 +444,27 @@ func testOpenRotations(t *testing.T, s *fixture) {
 		})
 		assertOpen(t, "r0", "r1", "r5", "r7")
 		assertOf(t, "a", "r1")
+	})
+	t.Run("steps keep one entry; reopening a finished one opens it", func(t *testing.T) {
+		for _, step := range []state.Step{state.StepPendingStored, state.StepUploaded, state.StepFailed, state.StepPlanned} {
+			s.update(t, func(tx state.Tx) error {
+				r, _, err := tx.Rotation("r1")
+				if err != nil {
+					return err
+				}
+				r.Step = step
+				return tx.PutRotation(r)
+			})
+		}
+		assertOpen(t, "r0", "r1", "r5", "r7")
+		assertOf(t, "a", "r1")
+		s.view(t, func(tx state.Tx) error {
+			got, err := tx.Rotations("a", 0)
+			if n := slices.Index(ids(got), "r1"); n < 0 || slices.Contains(ids(got)[n+1:], "r1") {
+				t.Errorf("Rotations(a) = %v, want r1 once", ids(got))
+			}
+			return err
+		})
 	})
 	t.Run("survives reopen", func(t *testing.T) {
 		s.reopen()
