@@ -138,3 +138,51 @@ func (a *App) notCurrent(tx state.Tx, cfg *policy.Config) (map[string]int, error
 	}
 	return res.NotCurrent(), nil
 }
+
+// hostSource is where hosts.discover finds a policy's machines: the test's
+// source when one is set, else the stored instance inventory.
+func (a *App) hostSource(cfg *policy.Config) rotate.HostSource {
+	if a.opts.HostSource != nil {
+		return a.opts.HostSource
+	}
+	return inventoryHosts{db: a.db, cfg: cfg}
+}
+
+// inventoryHosts serves hosts.discover from the last listings: the
+// machines attributed to the policy's keys (current or not: each must be
+// converged), with the address, user and port the provider gave.
+type inventoryHosts struct {
+	db  inventory.Viewer
+	cfg *policy.Config
+}
+
+// Instances returns p's machines. It fails, so that the hosts discovered
+// earlier are kept, while the account's inventory is off, was never
+// listed, or is stale.
+func (h inventoryHosts) Instances(_ context.Context, p policy.Policy) ([]rotate.DiscoveredHost, error) {
+	if prov, ok := h.cfg.ProviderByName(p.Provider); ok && prov.NoInventory {
+		return nil, fmt.Errorf("hosts.discover: provider %s has inventory: false", p.Provider)
+	}
+	var res *inventory.Result
+	if err := h.db.View(func(tx state.Tx) (err error) { res, err = inventory.Attribute(tx, h.cfg, time.Now()); return err }); err != nil {
+		return nil, fmt.Errorf("read inventory: %w", err)
+	}
+	for _, acc := range res.Accounts {
+		if acc.Account != (inventory.Account{Provider: p.Provider, ProjectID: p.ProjectID}) {
+			continue
+		}
+		switch {
+		case acc.Never || acc.ListedAt.IsZero():
+			return nil, fmt.Errorf("no instance listing of %s yet", p.Provider)
+		case !acc.StaleSince.IsZero():
+			return nil, fmt.Errorf("instance inventory of %s stale since %s: %s", p.Provider, acc.StaleSince.UTC().Format(time.RFC3339), acc.Error)
+		}
+	}
+	var out []rotate.DiscoveredHost
+	for _, in := range res.Instances {
+		if in.Policy == p.Name && in.Address != "" {
+			out = append(out, rotate.DiscoveredHost{Address: in.Address, Port: in.Port, User: in.User, InstanceID: in.ID})
+		}
+	}
+	return out, nil
+}
