@@ -92,6 +92,10 @@ func TestInventory_ExposedAfterRotationUntilMachinesGo(t *testing.T) {
 	if out, code := run("report", "-config", e.cfgPath, "-fail-on", "overdue,exposed"); code != 3 || !strings.Contains(out, "INSTANCES") || !strings.Contains(out, "trainer-0") {
 		t.Errorf("table report -fail-on overdue,exposed: exit %d, want 3 with the instances section\n%s", code, out)
 	}
+	// The audit log records the exposure, once.
+	if out, code := run("audit", "export", "-config", e.cfgPath); code != 0 || strings.Count(out, `"event":"exposed"`) != 1 || !strings.Contains(out, old.ID) {
+		t.Errorf("audit export: exit %d; want one exposed entry naming %s:\n%s", code, old.ID, out)
+	}
 	if out, code := run("plan", "-config", e.cfgPath); code != 0 || !strings.Contains(out, "trainer-0") {
 		t.Errorf("plan does not name the machines left on the retired key: exit %d\n%s", code, out)
 	}
