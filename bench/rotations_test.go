@@ -138,7 +138,7 @@ rotatord rotate -all, %d policies: %d Sesterce (one account each, make_default),
   rotatord peak RSS          %.1f MiB
   CPU bound                  %v in all / %d cores = %v
   wall / bound               %.2f (against the %s bound, the larger)
-  machine CPU busy           %.0f%% of %d cores (other processes count too)
+  machine CPU busy           %.0f%% of %d cores; other processes used %v of CPU meanwhile
 hand-written script (ssh-keygen + vault CLI + curl, the same calls), %d policies, same fakecloud and Vault:
   wall time                  %v (%v per rotation)
   rotatord per rotation      %v
@@ -157,6 +157,7 @@ hand-written script (ssh-keygen + vault CLI + curl, the same calls), %d policies
 		totalCPU.Round(time.Millisecond), runtime.NumCPU(), cpuBound.Round(time.Millisecond),
 		ratio, limit,
 		100*float64(busy1-busy0)/float64(max(total1-total0, 1)), runtime.NumCPU(),
+		max(time.Duration(busy1-busy0)*10*time.Millisecond-totalCPU, 0).Round(10*time.Millisecond),
 		m, scriptWall.Round(time.Millisecond), (scriptWall / time.Duration(m)).Round(time.Millisecond),
 		(wall / time.Duration(n)).Round(time.Microsecond), speedup)
 	for range b.N {
@@ -211,7 +212,8 @@ func procCPU(tb testing.TB, pid int) time.Duration {
 	return time.Duration(utime+stime) * tick
 }
 
-// machineCPU returns the busy and total jiffies of all cores (/proc/stat).
+// machineCPU returns the busy and total jiffies (10 ms) of all cores
+// (/proc/stat).
 func machineCPU() (busy, total int64) {
 	b, err := os.ReadFile("/proc/stat")
 	if err != nil {
