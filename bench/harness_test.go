@@ -151,10 +151,6 @@ func (f *fakecloud) keys(tb testing.TB) []adminKey {
 	return append(v.Sesterce, v.Gcore...)
 }
 
-func (f *fakecloud) requests(tb testing.TB) int {
-	return f.requestCounts(tb)["*"]
-}
-
 // requestCounts is the fake's request count per route ("*": all).
 func (f *fakecloud) requestCounts(tb testing.TB) map[string]int {
 	var counts map[string]int
