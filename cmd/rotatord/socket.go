@@ -98,6 +98,9 @@ func printStatus(w io.Writer, st control.Status, now time.Time) {
 	if !st.LastReloadOK {
 		fmt.Fprintf(w, "\nLAST RELOAD FAILED (old config still in force): %s", st.LastReloadErr)
 	}
+	if st.Role != "" {
+		fmt.Fprintf(w, "\nrole: %s; leader: %s", st.Role, st.Leader)
+	}
 	if st.Vault != nil && !st.Vault.Up {
 		fmt.Fprintf(w, "\nVAULT DOWN (rotations fail until it answers): %s", st.Vault.Error)
 	}
@@ -139,11 +142,13 @@ func printStatus(w io.Writer, st control.Status, now time.Time) {
 			rotate.FormatAge(time.Duration(p.MaxAgeSeconds)*time.Second), next, window, last, inflight)
 	}
 	tw.Flush()
+	printHostsStatus(w, st)
 	for _, p := range st.Policies {
 		if p.LastError != "" {
 			fmt.Fprintf(w, "\n%s: last error: %s", p.Name, p.LastError)
 		}
 	}
+	printOldKeyMachines(w, st.Policies)
 }
 
 func cmdReport(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -151,15 +156,16 @@ func cmdReport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	config := fs.String("config", "", "config `FILE`")
 	format := fs.String("format", "table", "output `format`: table, json, csv, markdown or html")
 	out := fs.String("out", "", "write to `FILE` (mode 0640) instead of standard output")
-	failOn := fs.String("fail-on", "", "exit 3 when any key is `overdue` (or failing)")
+	failOn := fs.String("fail-on", "", "exit 3 when any of these `conditions` holds: a comma list of "+strings.Join(report.GateNames(), ", "))
 	if err := parseFlags(fs, args, config); err != nil {
 		return err
 	}
 	if !slices.Contains(report.Formats(), *format) {
 		return usageErr("unknown -format %q (want one of %v)", *format, report.Formats())
 	}
-	if *failOn != "" && *failOn != "overdue" {
-		return usageErr("unknown -fail-on %q (want overdue)", *failOn)
+	gates, err := report.ParseGates(*failOn)
+	if err != nil {
+		return usageErr("%v", err)
 	}
 	rep, err := fetchReport(ctx, *config, stderr)
 	if err != nil {
@@ -168,8 +174,8 @@ func cmdReport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err := writeOutput(stdout, *out, func(w io.Writer) error { return rep.Write(w, *format) }); err != nil {
 		return err
 	}
-	if *failOn == "overdue" && rep.Failing() {
-		return exitCode{code: exitOverdue, msg: "report: some keys are overdue or failing"}
+	if tripped := rep.Tripped(gates); len(tripped) > 0 {
+		return exitCode{code: exitOverdue, msg: "report: -fail-on " + strings.Join(tripped, ",") + " holds"}
 	}
 	return nil
 }
@@ -183,6 +189,9 @@ func fetchReport(ctx context.Context, config string, stderr io.Writer) (*report.
 	}
 	opts := daemon.Options{Version: version, Logger: newLogger(stderr, logLevel()), ReadOnly: true, NoSlack: true, NoVault: true}
 	s, err := connect(ctx, cfg, opts, func(cfg *policy.Config, _ *daemon.Options) (func(), error) {
+		if cfg.State.Backend == policy.BackendEtcd {
+			return func() {}, nil
+		}
 		if _, err := os.Stat(cfg.State.Path); errors.Is(err, os.ErrNotExist) {
 			return nil, fmt.Errorf("no state file at %s: rotatord has not run yet", cfg.State.Path)
 		}
@@ -222,6 +231,9 @@ func cmdReload(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return exitCode{code: exitFailed, msg: "reload failed; the running config stays in force:\n" + err.Error()}
 	}
 	fmt.Fprintf(stdout, "reloaded: %d polic(ies)\n", res.Policies)
+	if res.Role == control.RoleStandby {
+		fmt.Fprintf(stdout, "this rotatord is a standby: its config applies when it leads; the leader is %s: reload it too\n", res.Leader)
+	}
 	if len(res.RestartRequired) > 0 {
 		fmt.Fprintf(stdout, "changed settings that take effect only after a restart: %s\n", strings.Join(res.RestartRequired, ", "))
 	}

@@ -114,6 +114,27 @@ type Tx interface {
 	// records the head of what it deleted. It returns how many it deleted;
 	// call it again while that is limit. The last entry is never pruned.
 	PruneAudit(before time.Time, limit int) (int, error)
+
+	// PutInventory replaces the stored machine listing of inv's account
+	// (provider and project), instances included.
+	PutInventory(inv Inventory) error
+	// Inventory returns the stored listing of one account and whether
+	// one is stored.
+	Inventory(provider string, project int64) (Inventory, bool, error)
+	// ForEachInventory calls fn for every stored listing, in provider then
+	// project order, stopping at the first error, which it returns.
+	ForEachInventory(fn func(Inventory) error) error
+	// PutExposure records that a key was found exposed and announced, so
+	// that the exposed event goes out once per key.
+	PutExposure(x Exposure) error
+	// Exposure returns the exposure mark of a policy's key and whether
+	// one exists.
+	Exposure(policy, keyID string) (Exposure, bool, error)
+	// ForEachExposure calls fn for every exposure mark, in policy then key
+	// ID order, stopping at the first error, which it returns.
+	ForEachExposure(fn func(Exposure) error) error
+	// HostsTx: the hosts of each policy and the pinned host keys (hosts.go).
+	HostsTx
 }
 
 // SchemaVersion is the record layout this build writes and reads. Bump it,
@@ -144,6 +165,8 @@ func Buckets() []string {
 	return []string{
 		bucketMeta, bucketRotations, bucketRotByTime, bucketRotOpen, bucketRotByPolicy, bucketRotOpenPol,
 		bucketKeys, bucketPolicies, bucketOutbox, bucketOutboxSink, bucketAudit,
+		bucketInventory, bucketInventoryChunk, bucketExposures,
+		bucketHosts, bucketHostPins,
 	}
 }
 
