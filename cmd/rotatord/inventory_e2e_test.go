@@ -3,6 +3,7 @@ package main_test
 import (
 	"encoding/json"
 	"fmt"
+	"net/http/httptest"
 	"os"
 	"strings"
 	"testing"
@@ -32,8 +33,12 @@ func (e *env) reportJSON(t *testing.T, extra ...string) (*report.Report, string,
 // run. No API key appears in any output.
 func TestInventory_ExposedAfterRotationUntilMachinesGo(t *testing.T) {
 	e := newEnv(t, cloudtest.Options{})
+	hook := &webhook{}
+	slack := httptest.NewServer(hook)
+	defer slack.Close()
+	t.Setenv("E2E_WEBHOOK", slack.URL+"/services/T000/B000/secretpart")
 	ps := []policyYAML{{Name: "train", Gcore: true, Grace: "0s"}, {Name: "gpu"}}
-	e.writeConfig(ps, "")
+	e.writeConfig(ps, "slack: {webhook_url_env: E2E_WEBHOOK}\n")
 	var outputs []string
 	run := func(args ...string) (string, int) {
 		t.Helper()
@@ -92,6 +97,11 @@ func TestInventory_ExposedAfterRotationUntilMachinesGo(t *testing.T) {
 	if out, code := run("report", "-config", e.cfgPath, "-fail-on", "overdue,exposed"); code != 3 || !strings.Contains(out, "INSTANCES") || !strings.Contains(out, "trainer-0") {
 		t.Errorf("table report -fail-on overdue,exposed: exit %d, want 3 with the instances section\n%s", code, out)
 	}
+	// Slack heard of it once, naming the machines.
+	const exposedHeader = "a retired or expired key still opens running machines"
+	if n := hook.count(exposedHeader); n != 1 || !strings.Contains(hook.all(), "trainer-0") {
+		t.Errorf("Slack got %d exposed message(s), want 1 naming trainer-0:\n%s", n, hook.all())
+	}
 	// The audit log records the exposure, once.
 	if out, code := run("audit", "export", "-config", e.cfgPath); code != 0 || strings.Count(out, `"event":"exposed"`) != 1 || !strings.Contains(out, old.ID) {
 		t.Errorf("audit export: exit %d; want one exposed entry naming %s:\n%s", code, old.ID, out)
@@ -109,6 +119,9 @@ func TestInventory_ExposedAfterRotationUntilMachinesGo(t *testing.T) {
 	if out, code := run("run", "-config", e.cfgPath, "-once"); code != 0 {
 		t.Fatalf("run after terminating: exit %d\n%s", code, out)
 	}
+	if n := hook.count(exposedHeader); n != 1 {
+		t.Errorf("after more runs Slack got %d exposed messages, want still 1 (once per key)", n)
+	}
 	r, out, code = e.reportJSON(t, "-fail-on", "exposed")
 	outputs = append(outputs, out)
 	if code != 0 || r.Exposed() {
@@ -117,7 +130,7 @@ func TestInventory_ExposedAfterRotationUntilMachinesGo(t *testing.T) {
 	if r.InstanceSummary["current"] != 2 || r.InstanceSummary["unmanaged"] != 1 || len(r.Instances) != 3 {
 		t.Errorf("instances after the next run: %v (%d); want gpu's 2 notebooks current and bob's machine unmanaged", r.InstanceSummary, len(r.Instances))
 	}
-	assertNoAPIKey(t, outputs...)
+	assertNoAPIKey(t, append(outputs, hook.all())...)
 }
 
 // TestInventory_FailedListingLeavesRotationsAlone: a listing that fails (a
