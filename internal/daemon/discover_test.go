@@ -30,7 +30,7 @@ func TestApp_DiscoverConvergesListedMachines(t *testing.T) {
 	if err := os.WriteFile(khPath, []byte(kh.String()), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	yaml := e.config("", policySpec{"gpu", "@daily", "30d", "1d", "1h"}) +
+	yaml := e.config("", policySpec{"gpu", "@daily", "30d", "1d", "0s"}) +
 		fmt.Sprintf("    hosts: {discover: true, known_hosts: %s, timeout: 20s}\n", khPath)
 	yaml = strings.Replace(yaml, "vault_path: ssh/test/gpu}\n    hosts:", "vault_path: ssh/test/gpu,\n    hosts:", 1)
 	yaml = strings.Replace(yaml, "timeout: 20s}\n", "timeout: 20s}}\n", 1)
@@ -60,6 +60,28 @@ func TestApp_DiscoverConvergesListedMachines(t *testing.T) {
 		data := string(h.ReadAuthorizedKeys(t))
 		if !strings.Contains(data, strings.TrimSpace(cur.PublicKey)) {
 			t.Errorf("host %d (discovered from the inventory) lacks the new key:\n%s\n%s", i, data, e.logs.String())
+		}
+	}
+
+	// The grace period ends: the first key leaves the provider and the
+	// hosts. The machines were provisioned with it, but it no longer
+	// opens them: they are not exposed.
+	app.RunOnce(ctx)
+	for i, h := range srv.Hosts() {
+		if data := string(h.ReadAuthorizedKeys(t)); strings.Contains(data, strings.TrimSpace(first.PublicKey)) {
+			t.Fatalf("host %d still trusts the first key after its grace period:\n%s\n%s", i, data, e.logs.String())
+		}
+	}
+	rep, err := app.BuildReport(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Exposed() || len(rep.Instances) != 2 {
+		t.Errorf("machines whose old key host rotation removed: exposed %v, instances %+v", rep.Exposed(), rep.Instances)
+	}
+	for _, in := range rep.Instances {
+		if in.KeyStatus != "current" || in.KeyID != first.KeyID {
+			t.Errorf("machine %s provisioned with %s: key status %s, want current (the key was replaced on it)", in.Name, in.KeyID, in.KeyStatus)
 		}
 	}
 }
