@@ -131,6 +131,9 @@ func Attribute(tx state.Tx, cfg *policy.Config, now time.Time) (*Result, error) 
 		p := &cfg.Policies[i]
 		policies[p.Name] = p
 		a := Account{p.Provider, p.ProjectID}
+		if prov, ok := cfg.ProviderByName(p.Provider); ok && prov.NoInventory {
+			continue // inventory: false; a listing stored before is not shown
+		}
 		if _, ok := byAcct[a]; !ok {
 			accounts = append(accounts, a)
 		}

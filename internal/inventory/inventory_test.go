@@ -450,3 +450,29 @@ func TestCollector_listerPanicIsAnError(t *testing.T) {
 		}
 	}
 }
+
+// TestAttribute_inventoryOffHidesOldListing: a provider switched to
+// inventory: false is neither listed nor reported from an old listing.
+func TestAttribute_inventoryOffHidesOldListing(t *testing.T) {
+	w := newWorld(t)
+	w.srv.LaunchGcoreInstance(project, 1, "gpu-0", "train-20260101T000000")
+	w.refresh(w.collector(nil), time.Now())
+	if n := len(w.attribute().Instances); n != 1 {
+		t.Fatalf("%d instances before, want 1", n)
+	}
+	w.cfg.Providers[0].NoInventory = true
+	before := w.srv.Requests(cloudtest.RouteGcoreRegions)
+	w.refresh(w.collector(nil), time.Now())
+	if w.srv.Requests(cloudtest.RouteGcoreRegions) != before {
+		t.Error("an account with inventory: false was listed")
+	}
+	res := w.attribute()
+	for _, a := range res.Accounts {
+		if a.Provider == "gcore-prod" {
+			t.Errorf("account with inventory: false reported: %+v", a)
+		}
+	}
+	if len(res.Instances) != 0 {
+		t.Errorf("%d instances of an old listing still reported", len(res.Instances))
+	}
+}
