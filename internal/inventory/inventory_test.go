@@ -476,3 +476,25 @@ func TestAttribute_inventoryOffHidesOldListing(t *testing.T) {
 		t.Errorf("%d instances of an old listing still reported", len(res.Instances))
 	}
 }
+
+// TestCollector_regionsLimitTheListing: a Gcore provider's regions are the
+// only ones listed, without asking for the region list.
+func TestCollector_regionsLimitTheListing(t *testing.T) {
+	w := newWorld(t)
+	w.srv.LaunchGcoreInstance(project, 1, "in-1", "train-20260101T000000")
+	in2 := w.srv.LaunchGcoreInstance(project, 2, "in-2", "train-20260101T000000")
+	w.cfg.Providers[0].Regions = []int64{2}
+	w.refresh(w.collector(nil), time.Now())
+	if n := w.srv.Requests(cloudtest.RouteGcoreRegions); n != 0 {
+		t.Errorf("the region list was read %d times although regions are configured", n)
+	}
+	var got []string
+	for _, in := range w.attribute().Instances {
+		if in.Provider == "gcore-prod" {
+			got = append(got, in.ID)
+		}
+	}
+	if len(got) != 1 || got[0] != in2.ID {
+		t.Errorf("listed %v, want only region 2's %s", got, in2.ID)
+	}
+}
