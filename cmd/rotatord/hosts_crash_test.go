@@ -242,19 +242,28 @@ func TestCrash_HostConvergence(t *testing.T) {
 	t.Logf("seed %d (set ROTATORD_CRASH_SEED to replay)", seed)
 	rng := mrand.New(mrand.NewPCG(seed, seed))
 
-	start := time.Now()
-	if _, stderr, code := h.rotatord(nil, "rotate", "-config", h.cfgPath, "-all"); code != 0 {
-		t.Fatalf("timing run: exit %d\n%s", code, stderr)
+	// The fastest of three whole runs bounds the kill instants, so that a
+	// loaded machine still lands most kills before the run ends.
+	window := time.Hour
+	for range 3 {
+		time.Sleep(1100 * time.Millisecond)
+		start := time.Now()
+		if _, stderr, code := h.rotatord(nil, "rotate", "-config", h.cfgPath, "-all"); code != 0 {
+			t.Fatalf("timing run: exit %d\n%s", code, stderr)
+		}
+		window = min(window, time.Since(start))
+		h.assertHostsConverged("timing run")
 	}
-	window := time.Since(start)
-	h.assertHostsConverged("timing run")
 	t.Logf("one rotate -all with 10 hosts takes %v here: kills land within it", window.Round(time.Millisecond))
 
+	var logs strings.Builder // everything the binary wrote, for the leak check
 	kills, midHosts := 0, 0
 	for i := range n {
 		time.Sleep(1100 * time.Millisecond) // the previous key's grace is over: removals happen too
 		cmd := exec.Command(rotatordBin, "rotate", "-config", h.cfgPath, "-all")
 		cmd.Env = h.environ()
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
@@ -263,18 +272,68 @@ func TestCrash_HostConvergence(t *testing.T) {
 		if err := cmd.Wait(); err != nil {
 			kills++
 		}
+		logs.Write(stderr.Bytes())
 		when := "after random SIGKILL #" + strconv.Itoa(i)
 		if got := h.assertNoLockout(when); got > 0 && got < len(h.srv.Hosts()) {
 			midHosts++ // some hosts had the new key, others not: killed mid-convergence
 		}
-		if _, stderr, code := h.rotatord(nil, "run", "-config", h.cfgPath, "-once"); code != 0 {
-			t.Fatalf("restart %s: exit %d\n%s", when, code, stderr)
+		_, stderr2, code := h.rotatord(nil, "run", "-config", h.cfgPath, "-once")
+		logs.WriteString(stderr2)
+		if code != 0 {
+			t.Fatalf("restart %s: exit %d\n%s", when, code, stderr2)
 		}
 		h.assertNoLockout("restart " + when)
 		h.assertHostsConverged("restart " + when)
 	}
 	t.Logf("%d of %d runs were killed before finishing, %d of them while hosts were half converged", kills, n, midHosts)
+	h.assertNoPrivateKeyBytes(logs.String())
 	if kills < n/2 || midHosts < n/10 {
 		t.Errorf("only %d kills, %d mid-convergence, of %d: the kill window misses host convergence", kills, midHosts, n)
+	}
+}
+
+// assertNoPrivateKeyBytes: no line of any private key Vault holds for the
+// policy is on a host, in the state file or in what the binary logged.
+func (h *hostsEnv) assertNoPrivateKeyBytes(logs string) {
+	h.t.Helper()
+	ctx := context.Background()
+	path := h.prefix + "/" + h.p.Name
+	var lines []string
+	if _, v, err := h.store.Get(ctx, path); err == nil {
+		for i := 1; i <= v; i++ {
+			if d, err := h.store.GetVersion(ctx, path, i); err == nil {
+				for _, l := range strings.Split(d["private_key"], "\n") {
+					if len(l) >= 24 && !strings.HasPrefix(l, "-----") {
+						lines = append(lines, l)
+					}
+				}
+			}
+		}
+	}
+	if len(lines) == 0 {
+		h.t.Fatal("no private key to look for")
+	}
+	places := map[string]string{"logs": logs}
+	db, _ := os.ReadFile(h.statePath())
+	places["state"] = string(db)
+	for i, host := range h.srv.Hosts() {
+		_ = filepath.Walk(host.Home, func(p string, fi os.FileInfo, err error) error {
+			if err == nil && fi.Mode().IsRegular() {
+				b, _ := os.ReadFile(p)
+				places[fmt.Sprintf("host %d %s", i, p)] = string(b)
+			}
+			return nil
+		})
+	}
+	for name, text := range places {
+		if strings.Contains(text, "PRIVATE KEY") {
+			h.t.Errorf("%s holds a PRIVATE KEY block", name)
+		}
+		for _, l := range lines {
+			if strings.Contains(text, l) {
+				h.t.Errorf("%s holds private key bytes", name)
+				break
+			}
+		}
 	}
 }
