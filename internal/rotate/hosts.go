@@ -75,6 +75,15 @@ const (
 	hostsDue
 )
 
+// hostsModeFor is the pass a run ends with: every host, backoff or not,
+// after a rotation or a forced run; else every host not backing off.
+func hostsModeFor(opts Options, res Result) hostMode {
+	if opts.Force || res.Rotated {
+		return hostsForced
+	}
+	return hostsAll
+}
+
 // hostTarget is one host of a policy and where it came from.
 type hostTarget struct {
 	t      hosts.Target

@@ -267,7 +267,14 @@ func TestHosts_RotationReachesEveryHost(t *testing.T) {
 func TestHosts_EmergencyRemovesAtOnce(t *testing.T) {
 	f := newHostsFleet(t, 3)
 	old := f.current()
-	res := f.h.mustRun(f.p, rotate.Options{Emergency: true, Trigger: rotate.TriggerCLI})
+	// Through RunAll, as the daemon runs policies: the hosts are converged
+	// after the run gave back its provider slot.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	res := f.h.engine.RunAll(ctx, []policy.Policy{f.p}, rotate.Options{Emergency: true, Trigger: rotate.TriggerCLI})[0]
+	if res.Err != nil || res.Hosts == nil {
+		t.Fatalf("RunAll: %v, hosts %+v", res.Err, res.Hosts)
+	}
 	cur := f.current()
 	if res.Hosts.ByStatus[state.HostOK] != 3 {
 		t.Fatalf("hosts: %+v", res.Hosts)
