@@ -32,6 +32,9 @@ const (
 	EventOverdue   = "overdue"
 	EventFailing   = "failing"
 	EventRecovered = "recovered"
+	// EventExposed: a machine still runs with a key rotatord retired or
+	// deleted, or with one past max_age (DESIGN.md §9.1); sent once per key.
+	EventExposed = "exposed"
 
 	// Host rotation (DESIGN.md §9.2): the current key reached hosts (one
 	// event per rotation or run, listing them), a host stopped answering
@@ -41,9 +44,11 @@ const (
 	EventHostKeyChanged  = "host_key_changed"
 
 	// The daemon raises these, not a policy: a reload that kept the old
-	// config, and the scheduled compliance digest.
-	EventReloadFailed = "reload_failed"
-	EventReport       = "report"
+	// config, the scheduled compliance digest, and (with state on etcd) a
+	// new leader among several rotatord processes.
+	EventReloadFailed  = "reload_failed"
+	EventReport        = "report"
+	EventLeaderChanged = "leader_changed"
 )
 
 // Config is one parsed, validated configuration file.
@@ -118,7 +123,14 @@ type Provider struct {
 	// Concurrency bounds the requests in flight to this account; 0 = the
 	// engine's default (8).
 	Concurrency int
-	Line        int // line in the config file, for messages
+	// NoInventory is `inventory: false`: runs do not list the account's
+	// machines and the key each was provisioned with (DESIGN.md §9.1),
+	// which they do by default.
+	NoInventory bool
+	// Regions are the Gcore region IDs the inventory lists; empty means
+	// every region in state ACTIVE. Gcore only.
+	Regions []int64
+	Line    int // line in the config file, for messages
 }
 
 // KeySpec says what kind of key to make and who makes it.

@@ -10,8 +10,9 @@ import (
 
 // WebhookEvents lists every event a webhook may subscribe to, in the order
 // of its default events list: the policy events and the daemon's
-// reload_failed (the digest, EventReport, is Slack's alone).
-func WebhookEvents() []string { return append(Events(), EventReloadFailed) }
+// reload_failed and leader_changed (the digest, EventReport, is Slack's
+// alone).
+func WebhookEvents() []string { return append(Events(), EventReloadFailed, EventLeaderChanged) }
 
 // Webhook is one receiver of rotatord's events, each POSTed as a CloudEvents
 // 1.0 JSON document signed with an HMAC of its body. The URL and the

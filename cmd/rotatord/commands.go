@@ -93,7 +93,7 @@ func cmdPlan(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	opts := daemon.Options{Version: version, Logger: newLogger(stderr, logLevel()), ReadOnly: true, NoSlack: true, NoVault: true}
 	s, err := connect(ctx, cfg, opts, func(cfg *policy.Config, opts *daemon.Options) (func(), error) {
-		if _, err := os.Stat(cfg.State.Path); !errors.Is(err, os.ErrNotExist) {
+		if _, err := os.Stat(cfg.State.Path); cfg.State.Backend == policy.BackendEtcd || !errors.Is(err, os.ErrNotExist) {
 			return func() {}, nil
 		}
 		// A fresh install: plan against an empty state in a scratch file
@@ -155,6 +155,7 @@ func printPlan(w io.Writer, plans []rotate.PolicyPlan, now time.Time) {
 			}
 			fmt.Fprintf(w, "  %-12s %s%s%s\n", a.Kind, key, when, detail)
 		}
+		printLeftBehind(w, pp.LeftBehind)
 		printHostPlans(w, pp.Hosts)
 	}
 }

@@ -79,7 +79,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "rotatord: unknown command %q\n\n%s", args[0], usage)
 		return exitUsage
 	}
+	stopProfile := startCPUProfile(stderr)
 	err := cmd(context.Background(), args[1:], stdout, stderr)
+	stopProfile()
 	var ec exitCode
 	switch {
 	case err == nil:

@@ -98,6 +98,9 @@ func printStatus(w io.Writer, st control.Status, now time.Time) {
 	if !st.LastReloadOK {
 		fmt.Fprintf(w, "\nLAST RELOAD FAILED (old config still in force): %s", st.LastReloadErr)
 	}
+	if st.Role != "" {
+		fmt.Fprintf(w, "\nrole: %s; leader: %s", st.Role, st.Leader)
+	}
 	if st.Vault != nil && !st.Vault.Up {
 		fmt.Fprintf(w, "\nVAULT DOWN (rotations fail until it answers): %s", st.Vault.Error)
 	}
@@ -145,6 +148,7 @@ func printStatus(w io.Writer, st control.Status, now time.Time) {
 			fmt.Fprintf(w, "\n%s: last error: %s", p.Name, p.LastError)
 		}
 	}
+	printOldKeyMachines(w, st.Policies)
 }
 
 func cmdReport(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -185,6 +189,9 @@ func fetchReport(ctx context.Context, config string, stderr io.Writer) (*report.
 	}
 	opts := daemon.Options{Version: version, Logger: newLogger(stderr, logLevel()), ReadOnly: true, NoSlack: true, NoVault: true}
 	s, err := connect(ctx, cfg, opts, func(cfg *policy.Config, _ *daemon.Options) (func(), error) {
+		if cfg.State.Backend == policy.BackendEtcd {
+			return func() {}, nil
+		}
 		if _, err := os.Stat(cfg.State.Path); errors.Is(err, os.ErrNotExist) {
 			return nil, fmt.Errorf("no state file at %s: rotatord has not run yet", cfg.State.Path)
 		}
@@ -224,6 +231,9 @@ func cmdReload(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return exitCode{code: exitFailed, msg: "reload failed; the running config stays in force:\n" + err.Error()}
 	}
 	fmt.Fprintf(stdout, "reloaded: %d polic(ies)\n", res.Policies)
+	if res.Role == control.RoleStandby {
+		fmt.Fprintf(stdout, "this rotatord is a standby: its config applies when it leads; the leader is %s: reload it too\n", res.Leader)
+	}
 	if len(res.RestartRequired) > 0 {
 		fmt.Fprintf(stdout, "changed settings that take effect only after a restart: %s\n", strings.Join(res.RestartRequired, ", "))
 	}

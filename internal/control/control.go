@@ -48,6 +48,9 @@ type PolicyStatus struct {
 	Failing             bool      `json:"failing"`
 	InFlight            bool      `json:"in_flight"`
 	RetiringKeys        int       `json:"retiring_keys"`
+	// InstancesOnOldKeys counts the running machines (last inventory)
+	// provisioned with a key of the policy that is not its current one.
+	InstancesOnOldKeys int `json:"instances_on_old_keys"`
 	// Hosts counts the policy's hosts by status (ok, stale, unreachable,
 	// unverified); nil for a policy without hosts.
 	Hosts map[string]int `json:"hosts,omitempty"`
@@ -66,6 +69,34 @@ type Status struct {
 	// Vault is nil when the daemon holds no Vault client.
 	Vault    *VaultStatus   `json:"vault,omitempty"`
 	Policies []PolicyStatus `json:"policies"`
+	// Role is RoleLeader or RoleStandby when several rotatord processes
+	// share state on etcd; empty with bbolt, where the one process acts.
+	Role string `json:"role,omitempty"`
+	// Leader is the process that leads, as etcd knows it; nil with bbolt
+	// or while nobody leads.
+	Leader *LeaderInfo `json:"leader,omitempty"`
+}
+
+// Roles of a rotatord process sharing state on etcd.
+const (
+	RoleLeader  = "leader"
+	RoleStandby = "standby"
+)
+
+// LeaderInfo names the leading rotatord and where to reach it.
+type LeaderInfo struct {
+	Name    string `json:"name"`
+	Address string `json:"address,omitempty"`
+}
+
+func (l *LeaderInfo) String() string {
+	if l == nil {
+		return "nobody (an election is under way)"
+	}
+	if l.Address == "" {
+		return l.Name
+	}
+	return l.Name + " at " + l.Address
 }
 
 // VaultStatus says whether Vault answered the last login or check.
@@ -105,6 +136,11 @@ type ReloadResult struct {
 	// applies (state, vault, slack, control.socket, metrics.listen...);
 	// until then the old values stay in force.
 	RestartRequired []string `json:"restart_required,omitempty"`
+	// Role and Leader, with state on etcd: a standby reloads its own
+	// config (it applies when it leads) and names the leader, whose
+	// config is the one in force.
+	Role   string      `json:"role,omitempty"`
+	Leader *LeaderInfo `json:"leader,omitempty"`
 }
 
 // AuditExportRequest asks for the audit log as an export.

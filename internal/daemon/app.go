@@ -17,10 +17,10 @@ import (
 
 	"github.com/rotatord/rotatord/internal/cloud"
 	"github.com/rotatord/rotatord/internal/control"
+	"github.com/rotatord/rotatord/internal/inventory"
 	"github.com/rotatord/rotatord/internal/rotate"
 	"github.com/rotatord/rotatord/internal/scheduler"
 	"github.com/rotatord/rotatord/internal/state"
-	"github.com/rotatord/rotatord/internal/state/bolt"
 	"github.com/rotatord/rotatord/policy"
 )
 
@@ -67,7 +67,10 @@ type App struct {
 	// each with its own outbox and dispatcher.
 	channels []channel
 	locks    *rotate.Locks
+	flights  *inventory.Flights // instance listings shared by the runs of every config
 	met      *Metrics
+	// lead is this process's part in the election; nil with bbolt.
+	lead *leadership
 
 	mu  sync.RWMutex
 	cur *runtime // config-scoped parts; swapped on reload
@@ -105,6 +108,7 @@ type runtime struct {
 	cfg       *policy.Config
 	providers map[string]cloud.Provider
 	engine    *rotate.Engine
+	inv       *inventory.Collector
 	sched     *scheduler.Scheduler
 	loaded    time.Time
 }
@@ -121,9 +125,9 @@ func New(ctx context.Context, cfg *policy.Config, opts Options) (*App, error) {
 	if opts.Load == nil {
 		opts.Load = policy.Load
 	}
-	a := &App{opts: opts, log: opts.Logger, locks: rotate.NewLocks(), met: NewMetrics(), audit: &auditKeys{}}
+	a := &App{opts: opts, log: opts.Logger, locks: rotate.NewLocks(), flights: inventory.NewFlights(), met: NewMetrics(), audit: &auditKeys{}}
 	a.halt, a.haltRuns = context.WithCancel(context.Background())
-	db, err := bolt.OpenStore(cfg.State.Path, bolt.Options{ReadOnly: opts.ReadOnly, AuditKeys: a.audit})
+	db, err := a.openState(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("open state: %w", err)
 	}
@@ -173,12 +177,12 @@ func (a *App) build(cfg *policy.Config) (*runtime, error) {
 		conc[p.Name] = p.Concurrency
 	}
 	eng := rotate.New(rotate.Config{
-		Journal: a.db, Keys: a.keys, Providers: provs, Locks: a.locks, ProviderConcurrency: conc,
+		Journal: a.db, Keys: a.fencedKeys(a.keys), Providers: a.fencedProviders(provs), Locks: a.locks, ProviderConcurrency: conc,
 		Logger: a.log.With("component", "rotate"), Kick: a.kick, Hook: a.opts.Hook,
 		BackoffBase: a.opts.BackoffBase, Sinks: a.sinks(), Ready: a.audit.Load,
 		HostSource: a.opts.HostSource,
 	})
-	rt := &runtime{cfg: cfg, providers: provs, engine: eng, loaded: time.Now()}
+	rt := &runtime{cfg: cfg, providers: provs, engine: eng, inv: a.newInventory(cfg, provs), loaded: time.Now()}
 	if rt.sched, err = a.schedule(rt); err != nil {
 		return nil, err
 	}
@@ -199,6 +203,9 @@ func (a *App) Start(ctx context.Context) error {
 	defer a.reloadMu.Unlock()
 	rt := a.runtime()
 	for _, p := range rt.cfg.Policies {
+		if a.lead != nil {
+			break // the leader resumes, once elected
+		}
 		if res, err := rt.engine.Resume(ctx, p); err != nil {
 			a.log.Error("resume unfinished rotation", "policy", p.Name, "err", err)
 		} else if res.Resumed > 0 {
@@ -212,7 +219,13 @@ func (a *App) Start(ctx context.Context) error {
 		return err
 	}
 	a.startScheduler(rt)
-	a.runDispatchers(bgctx)
+	if a.lead != nil {
+		a.startLeadership(bgctx) // dispatchers and sweeps run per term
+	} else {
+		a.met.Leader(true)
+		a.runDispatchers(bgctx)
+		a.bg.Go(func() { a.sweepLoop(bgctx) })
+	}
 	if a.vault != nil {
 		a.bg.Go(func() {
 			a.vault.watch(bgctx, func(up bool) {
@@ -225,7 +238,6 @@ func (a *App) Start(ctx context.Context) error {
 			})
 		})
 	}
-	a.bg.Go(func() { a.sweepLoop(bgctx) })
 	a.started = time.Now()
 	a.running = true
 	a.sdNotify("READY=1")

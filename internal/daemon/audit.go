@@ -98,7 +98,7 @@ func (a *App) pruneAudit(ctx context.Context) {
 func (a *App) auditDaemon(e audit.Entry) {
 	e.Time = time.Now()
 	err := a.db.Update(func(tx state.Tx) error { return tx.AppendAudit(e) })
-	if err != nil && !errors.Is(err, state.ErrNoAuditKey) {
+	if err != nil && !errors.Is(err, state.ErrNoAuditKey) && !errors.Is(err, state.ErrFenced) { // a standby writes nothing
 		a.log.Error("audit "+e.Event, "err", err)
 	}
 }

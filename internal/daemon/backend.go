@@ -29,12 +29,17 @@ func (a *App) Status(ctx context.Context) (control.Status, error) {
 		up, why := a.vault.Health()
 		st.Vault = &control.VaultStatus{Up: up, Error: why}
 	}
+	a.fillRole(ctx, &st)
 	err := a.db.View(func(tx state.Tx) error {
 		n, err := tx.OutboxLen()
 		if err != nil {
 			return err
 		}
 		st.OutboxPending = n
+		old, err := a.notCurrent(tx, rt.cfg)
+		if err != nil {
+			return err
+		}
 		for _, p := range rt.cfg.Policies {
 			ps := control.PolicyStatus{Name: p.Name, Provider: p.Provider, MaxAgeSeconds: int64(p.MaxAge / time.Second), InFlight: a.locks.Busy(p.Name)}
 			if rt.sched != nil {
@@ -62,6 +67,7 @@ func (a *App) Status(ctx context.Context) (control.Status, error) {
 					ps.RetiringKeys++
 				}
 			}
+			ps.InstancesOnOldKeys = old[p.Name]
 			if p.Hosts != nil {
 				rows, err := report.PolicyHosts(tx, &p, now)
 				if err != nil {

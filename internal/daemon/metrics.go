@@ -22,6 +22,7 @@ type Metrics struct {
 	reloadOK    prometheus.Gauge
 	reloadAt    prometheus.Gauge
 	vaultUp     prometheus.Gauge
+	leader      prometheus.Gauge
 }
 
 // NewMetrics registers the counters and the Go runtime and process collectors.
@@ -48,8 +49,12 @@ func NewMetrics() *Metrics {
 			Name: "rotatord_vault_up",
 			Help: "1 if Vault answered the last login or health check (reachable, unsealed, token valid), 0 if not.",
 		}),
+		leader: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "rotatord_leader",
+			Help: "1 if this process acts (the etcd leader, or the one process on bbolt), 0 on a standby.",
+		}),
 	}
-	m.reg.MustRegister(m.rotations, m.lastSuccess, m.reloadOK, m.reloadAt, m.vaultUp,
+	m.reg.MustRegister(m.rotations, m.lastSuccess, m.reloadOK, m.reloadAt, m.vaultUp, m.leader,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -75,6 +80,15 @@ func (m *Metrics) VaultUp(up bool) {
 		m.vaultUp.Set(1)
 	} else {
 		m.vaultUp.Set(0)
+	}
+}
+
+// Leader sets the leadership gauge.
+func (m *Metrics) Leader(leading bool) {
+	if leading {
+		m.leader.Set(1)
+	} else {
+		m.leader.Set(0)
 	}
 }
 

@@ -44,7 +44,7 @@ func (a *App) openSlack(cfg *policy.Config) error {
 		sink: rotate.NotifySink(state.SinkSlack),
 		disp: notify.NewDispatcher(outbox{a.db, state.SinkSlack}, slack, notify.DispatcherOptions{Logger: a.log.With("component", "notify", "sink", state.SinkSlack)}),
 		daemon: func(kind string) bool {
-			return kind == policy.EventReloadFailed || kind == policy.EventReport
+			return kind == policy.EventReloadFailed || kind == policy.EventReport || kind == policy.EventLeaderChanged
 		},
 	})
 	return nil

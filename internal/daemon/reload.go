@@ -46,7 +46,10 @@ func (a *App) Reload(ctx context.Context) (control.ReloadResult, error) {
 		a.reloadFailed(err)
 		return control.ReloadResult{}, err
 	}
-	res := control.ReloadResult{Policies: len(cfg.Policies), RestartRequired: restartRequired(old.cfg, cfg)}
+	res := control.ReloadResult{Policies: len(cfg.Policies), RestartRequired: restartRequired(old.cfg, cfg), Role: a.role()}
+	if res.Role == control.RoleStandby {
+		res.Leader, _ = a.leaderInfo(ctx)
+	}
 	if a.running {
 		a.retireScheduler(old)
 	}

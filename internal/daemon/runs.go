@@ -41,7 +41,11 @@ func (a *App) schedule(rt *runtime) (*scheduler.Scheduler, error) {
 		}
 	}
 	if r := rt.cfg.Report; r != nil && r.Schedule != "" {
-		if err := s.Add(digestEntry, r.Schedule, func(ctx context.Context) { a.postDigest(ctx, rt) }); err != nil {
+		if err := s.Add(digestEntry, r.Schedule, func(ctx context.Context) {
+			if a.leading() {
+				a.postDigest(ctx, rt)
+			}
+		}); err != nil {
 			return nil, err
 		}
 	}
@@ -68,12 +72,20 @@ func (a *App) postDigest(ctx context.Context, rt *runtime) {
 }
 
 func (a *App) runPolicy(ctx context.Context, rt *runtime, p policy.Policy, opts rotate.Options) rotate.Result {
+	ctx, done, err := a.termContext(ctx)
+	if err != nil {
+		return rotate.Result{Policy: p.Name} // a standby: the leader runs the schedules
+	}
+	defer done()
+	start := time.Now()
 	res, err := rt.engine.Run(ctx, p, opts)
 	res.Err = err
 	a.met.Observe(p, res)
 	if errors.Is(err, rotate.ErrBusy) {
 		a.log.Info("run skipped: policy already in flight", "policy", p.Name, "trigger", opts.Trigger)
+		return res
 	}
+	a.refreshInventory(ctx, rt, []policy.Policy{p}, start)
 	return res
 }
 
@@ -94,10 +106,16 @@ func (a *App) sweepLoop(ctx context.Context) {
 			pruned = time.Now()
 		}
 		rt := a.runtime()
+		deleted := false
 		for _, p := range rt.cfg.Policies {
-			if _, err := rt.engine.Sweep(ctx, p); err != nil && ctx.Err() == nil {
+			ids, err := rt.engine.Sweep(ctx, p)
+			if err != nil && ctx.Err() == nil {
 				a.log.Error("retire sweep", "policy", p.Name, "err", err)
 			}
+			deleted = deleted || len(ids) > 0
+		}
+		if deleted {
+			a.evaluateExposure(ctx, rt)
 		}
 	}
 }
@@ -106,6 +124,12 @@ func (a *App) sweepLoop(ctx context.Context) {
 // rotate what is due, sweep, and deliver notifications.
 func (a *App) RunOnce(ctx context.Context) []rotate.Result {
 	rt := a.runtime()
+	ctx, release, err := a.leadOnce(ctx)
+	if err != nil {
+		a.log.Error("run -once", "err", err)
+		return nil
+	}
+	defer release()
 	results := a.runAll(ctx, rt, rt.cfg.Policies, rotate.Options{Trigger: rotate.TriggerCLI})
 	a.FlushNotifications(ctx)
 	return results
@@ -129,6 +153,11 @@ func (a *App) RotatePolicies(ctx context.Context, names []string, emergency bool
 	ctx, cancel := context.WithCancel(ctx)
 	defer context.AfterFunc(a.halt, cancel)()
 	defer cancel()
+	ctx, done, err := a.termContext(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
 
 	rt := a.runtime()
 	ps := rt.cfg.Policies
@@ -146,10 +175,12 @@ func (a *App) RotatePolicies(ctx context.Context, names []string, emergency bool
 }
 
 func (a *App) runAll(ctx context.Context, rt *runtime, ps []policy.Policy, opts rotate.Options) []rotate.Result {
+	start := time.Now()
 	results := rt.engine.RunAll(ctx, ps, opts)
 	for i, res := range results {
 		a.met.Observe(ps[i], res)
 	}
+	a.refreshInventory(ctx, rt, ps, start)
 	return results
 }
 
@@ -164,6 +195,9 @@ func (a *App) Plans(ctx context.Context) ([]rotate.PolicyPlan, error) {
 			errs = append(errs, fmt.Errorf("policy %q: %w", p.Name, err))
 		}
 		plans = append(plans, pp)
+	}
+	if err := a.leftBehind(rt, plans); err != nil {
+		errs = append(errs, err)
 	}
 	return plans, errors.Join(errs...)
 }

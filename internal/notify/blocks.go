@@ -32,11 +32,13 @@ var headers = map[string]string{
 	policy.EventOverdue:         ":hourglass: %s key overdue",
 	policy.EventFailing:         ":rotating_light: %s is failing",
 	policy.EventRecovered:       ":white_check_mark: %s recovered",
+	policy.EventExposed:         ":unlock: %s: a retired or expired key still opens running machines",
 	policy.EventHostUpdated:     ":computer: %s: hosts updated",
 	policy.EventHostUnreachable: ":electric_plug: %s: host unreachable",
 	policy.EventHostKeyChanged:  ":rotating_light: %s: host key changed, host refused",
 	policy.EventReloadFailed:    ":warning: %s config reload failed",
 	policy.EventReport:          ":clipboard: %s key compliance report",
+	policy.EventLeaderChanged:   ":crown: %s rotatord leader changed",
 }
 
 // Blocks renders ev as a Block Kit message: a header line for its kind, a

@@ -68,7 +68,7 @@ func (r *Report) Write(w io.Writer, format string) error {
 // failing even though it has no key to show it on.
 func (r *Report) Failing() bool {
 	for _, k := range r.Keys {
-		if k.Status == StatusOverdue || k.Status == StatusFailing {
+		if k.Status == StatusOverdue || k.Status == StatusFailing || exposedOverdue(k) {
 			return true
 		}
 	}
@@ -121,6 +121,7 @@ func (r *Report) Digest() string {
 	if len(keyless) > 0 {
 		fmt.Fprintf(&b, "Failing with no active key: %s\n", clean(strings.Join(keyless, ", ")))
 	}
+	r.digestExposure(&b)
 	b.WriteString(r.hostsDigest())
 	if n := len(r.Warnings); n > 0 {
 		fmt.Fprintf(&b, "%d warning(s): run `rotatord report` for details.\n", n)
@@ -206,8 +207,10 @@ func (r *Report) writeTable(w io.Writer) error {
 	for _, m := range r.Warnings {
 		fmt.Fprintf(&b, "warning: %s\n", clean(m))
 	}
-	_, err := io.WriteString(w, b.String())
-	return err
+	if _, err := io.WriteString(w, b.String()); err != nil {
+		return err
+	}
+	return r.writeInstancesTable(w)
 }
 
 // writeJSON streams the document row by row. It writes exactly what
@@ -274,18 +277,27 @@ func (r *Report) writeJSON(w io.Writer) error {
 	if err := member("summary", r.Summary, false); err != nil {
 		return err
 	}
-	if err := member("policies", r.Policies, len(r.Warnings) == 0 && r.AuditHead == ""); err != nil {
+	if err := member("policies", r.Policies, false); err != nil {
 		return err
 	}
 	if len(r.Warnings) > 0 {
-		if err := member("warnings", r.Warnings, r.AuditHead == ""); err != nil {
+		if err := member("warnings", r.Warnings, false); err != nil {
 			return err
 		}
 	}
 	if r.AuditHead != "" {
-		if err := member("audit_head", r.AuditHead, true); err != nil {
+		if err := member("audit_head", r.AuditHead, false); err != nil {
 			return err
 		}
+	}
+	if err := member("instances", r.Instances, false); err != nil {
+		return err
+	}
+	if err := member("instance_summary", r.InstanceSummary, false); err != nil {
+		return err
+	}
+	if err := member("inventory", r.Inventory, true); err != nil {
+		return err
 	}
 	bw.WriteString("}\n")
 	return bw.Flush()
@@ -372,6 +384,9 @@ func (r *Report) writeCSV(w io.Writer) error {
 	if err := cw.Error(); err != nil {
 		return err
 	}
+	if err := r.writeInstancesCSV(w); err != nil {
+		return err
+	}
 	return r.writeHostsCSV(w)
 }
 
@@ -437,6 +452,7 @@ func (r *Report) writeMarkdown(w io.Writer) error {
 			fmt.Fprintf(&b, "- %s\n", mdEscape(clean(m)))
 		}
 	}
+	r.writeInstancesMarkdown(&b)
 	_, err := io.WriteString(w, b.String())
 	return err
 }

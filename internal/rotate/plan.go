@@ -35,6 +35,17 @@ type PolicyPlan struct {
 	Jitter time.Duration `json:",omitzero"`
 	// Hosts is what a run would change on each host (policies with hosts).
 	Hosts []HostPlan `json:",omitempty"`
+	// LeftBehind are the running machines still on a key of the policy
+	// that the planned rotation or the next retirement leaves behind (from
+	// the last inventory; the daemon fills it in).
+	LeftBehind []Machine `json:",omitempty"`
+}
+
+// Machine is one running machine a plan names, and why.
+type Machine struct {
+	InstanceID, Name, Address, Region string
+	KeyID, KeyName, KeyStatus         string
+	Why                               string
 }
 
 // Plan reports what Run would do now without changing anything anywhere:

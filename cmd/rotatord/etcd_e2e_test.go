@@ -1,0 +1,245 @@
+package main_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/rotatord/rotatord/internal/cloud/cloudtest"
+	"github.com/rotatord/rotatord/internal/state"
+)
+
+const fleetTTL = 2 * time.Second
+
+// fleetPolicies are n policies that each come due every 15 s: one
+// Sesterce policy owns the account's default key, the others alternate
+// between Gcore and Sesterce without the default.
+func fleetPolicies(n int) []policyYAML {
+	ps := make([]policyYAML, n)
+	for i := range ps {
+		ps[i] = policyYAML{Name: fmt.Sprintf("pol-%03d", i), Schedule: "@every 1s", MaxAge: "40s", RotateBefore: "25s", Grace: "2s",
+			Gcore: i%2 == 0 && i > 0, NoDefault: i%2 == 1}
+	}
+	return ps
+}
+
+// TestEtcd_Failover: three rotatord processes on one etcd, 100 policies
+// rotating. The leader is SIGKILLed in the middle of rotations 20 times
+// and restarted each time. Each time a standby leads within lease_ttl +
+// 5 s and finishes every rotation the dead leader left open; no key name
+// is ever uploaded twice and no policy has two rotations open at once; at
+// the end every policy holds exactly one active key whose private half is
+// at its Vault path, with no orphan on the provider past the grace period.
+func TestEtcd_Failover(t *testing.T) {
+	kills := 20
+	if testing.Short() {
+		kills = 3
+	}
+	e := newEnv(t, cloudtest.Options{Latency: 10 * time.Millisecond})
+	ps := fleetPolicies(100)
+	f := newFleet(t, e, 3, ps, fleetTTL)
+	for _, p := range f.procs {
+		p.start()
+	}
+	byName := map[string]policyYAML{}
+	for _, p := range ps {
+		byName[p.Name] = p
+	}
+	var failovers []time.Duration
+	resumedTotal := 0
+	for i := range kills {
+		// Kill the leader in the middle of rotations: some are open in the
+		// journal, and it still leads (asked just before the kill).
+		var old *proc
+		var open []state.Rotation
+		deadline := time.Now().Add(30 * time.Second)
+		for old == nil || len(open) == 0 {
+			if time.Now().After(deadline) {
+				t.Fatalf("kill %d: no leader with a rotation in flight within 30s", i)
+			}
+			open, old = f.openRotations(), nil
+			if len(open) > 0 {
+				old = f.leader(f.procs)
+			}
+			if old == nil {
+				time.Sleep(5 * time.Millisecond) // poll interval
+			}
+		}
+		old.kill()
+		open = f.openRotations() // what the dead leader left
+		killed := time.Now()
+		next, _ := f.waitLeader(f.others(old), fleetTTL+5*time.Second)
+		took := time.Since(killed)
+		failovers = append(failovers, took)
+		old.start()
+		// The new leader finishes every rotation the old one left open.
+		for _, r := range open {
+			deadline := time.Now().Add(30 * time.Second)
+			for {
+				var cur state.Rotation
+				_ = f.store.View(func(tx state.Tx) (err error) { cur, _, err = tx.Rotation(r.ID); return err })
+				if cur.Step.Terminal() {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("kill %d: rotation %s of %s left open at step %s was not resumed within 30s", i, r.ID, r.Policy, cur.Step)
+				}
+				time.Sleep(20 * time.Millisecond) // poll interval
+			}
+			e.assertPrivateHalvesInVault(byName[r.Policy], fmt.Sprintf("kill %d", i))
+		}
+		resumedTotal += len(open)
+		t.Logf("kill %d: %s died with %d rotation(s) open; %s led after %s", i, old.name, len(open), next.name, took.Round(time.Millisecond))
+	}
+	slices.Sort(failovers)
+	median, maxFO := failovers[len(failovers)/2], failovers[len(failovers)-1]
+	t.Logf("FIGURE failover over %d SIGKILLs (lease_ttl %s): median %s, max %s; %d open rotations resumed",
+		kills, fleetTTL, median.Round(time.Millisecond), maxFO.Round(time.Millisecond), resumedTotal)
+	if maxFO > fleetTTL+5*time.Second {
+		t.Errorf("slowest failover %s, want within lease_ttl + 5s", maxFO)
+	}
+	if resumedTotal == 0 {
+		t.Error("no kill left a rotation open: the test did not kill mid-rotation")
+	}
+
+	// Stop the fleet gracefully, then converge with one-shot runs (a
+	// long max_age: nothing new comes due) and check DESIGN §3.
+	for _, p := range f.procs {
+		p.d.signal(syscall.SIGTERM)
+	}
+	for _, p := range f.procs {
+		if code := p.d.wait(30 * time.Second); code != 0 {
+			t.Errorf("%s exited %d after SIGTERM", p.name, code)
+		}
+	}
+	for _, p := range f.procs {
+		if n := p.d.logs.count("leadership lost"); n > 0 {
+			t.Logf("%s (last run) lost leadership %d time(s) besides the kills; last reason: %s", p.name, n, lastLine(p.d.logs.String(), "leadership lost"))
+		}
+	}
+	f.assertNoDuplicateUploads()
+	f.assertNoOverlappingRotations(ps)
+	f.converge(ps)
+}
+
+// assertNoDuplicateUploads: no key name was created twice, by any process:
+// one trigger, one upload.
+func (f *fleet) assertNoDuplicateUploads() {
+	f.t.Helper()
+	seen := map[string]string{}
+	for _, p := range f.procs {
+		for _, r := range p.prov.since(time.Time{}, func(r recorded) bool { return r.Method == "POST" && r.Name != "" }) {
+			if other, dup := seen[r.Name]; dup {
+				f.t.Errorf("key %s uploaded twice (by %s and %s)", r.Name, other, p.name)
+			}
+			seen[r.Name] = p.name
+		}
+	}
+	if len(seen) == 0 {
+		f.t.Error("no upload recorded: the recording proxies saw nothing")
+	}
+}
+
+// assertNoOverlappingRotations: a policy never had two rotations open at
+// once, across all the leaders it had.
+func (f *fleet) assertNoOverlappingRotations(ps []policyYAML) {
+	f.t.Helper()
+	_ = f.store.View(func(tx state.Tx) error {
+		for _, p := range ps {
+			rs, err := tx.Rotations(p.Name, 0)
+			if err != nil {
+				return err
+			}
+			slices.SortFunc(rs, func(a, b state.Rotation) int { return a.StartedAt.Compare(b.StartedAt) })
+			for i := 1; i < len(rs); i++ {
+				if rs[i].StartedAt.Before(rs[i-1].UpdatedAt) && !rs[i-1].Step.Terminal() {
+					f.t.Errorf("%s: rotation %s started while %s was open", p.Name, rs[i].ID, rs[i-1].ID)
+				}
+			}
+		}
+		return nil
+	})
+}
+
+// converge runs rotatord -once until the retired keys are past their
+// grace and swept, then checks every policy.
+func (f *fleet) converge(ps []policyYAML) {
+	f.t.Helper()
+	cfg, err := os.ReadFile(f.procs[0].cfg)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	final := strings.ReplaceAll(string(cfg), "max_age: 40s", "max_age: 24h")
+	finalPath := f.procs[0].cfg + ".final.yaml"
+	if err := os.WriteFile(finalPath, []byte(final), 0o600); err != nil {
+		f.t.Fatal(err)
+	}
+	for range 3 {
+		if _, stderr, code := f.e.rotatord(nil, "run", "-once", "-config", finalPath); code != 0 {
+			f.t.Fatalf("run -once: exit %d\n%s", code, stderr)
+		}
+		time.Sleep(2100 * time.Millisecond) // the grace period of what the last run retired
+	}
+	if _, stderr, code := f.e.rotatord(nil, "run", "-once", "-config", finalPath); code != 0 {
+		f.t.Fatalf("final sweep: exit %d\n%s", code, stderr)
+	}
+	if open := f.openRotations(); len(open) > 0 {
+		f.t.Errorf("%d rotations still open after convergence: %+v", len(open), open[0])
+	}
+	for _, p := range ps {
+		f.assertPolicyConverged(p)
+	}
+}
+
+// assertPolicyConverged: exactly one active key record; on the provider
+// exactly that key under the policy's names (no orphan past grace), the
+// default where the policy makes it one; Vault holds its private half at
+// <vault_path> and nothing pending.
+func (f *fleet) assertPolicyConverged(p policyYAML) {
+	f.t.Helper()
+	e := f.e
+	var active []state.KeyRecord
+	_ = f.store.View(func(tx state.Tx) error {
+		recs, err := tx.Keys(p.Name)
+		for _, r := range recs {
+			if r.Status == state.KeyActive {
+				active = append(active, r)
+			}
+		}
+		return err
+	})
+	if len(active) != 1 {
+		f.t.Errorf("%s: %d active key records, want 1", p.Name, len(active))
+		return
+	}
+	keys := e.managed(p)
+	if len(keys) != 1 || keys[0].ID != active[0].KeyID {
+		f.t.Errorf("%s: provider holds %d rotatord keys %+v, want only the active %s", p.Name, len(keys), keys, active[0].KeyID)
+		return
+	}
+	current, _ := e.vaultFingerprints(p)
+	if current != keys[0].Fingerprint {
+		f.t.Errorf("%s: provider's active key %s, Vault holds %s", p.Name, keys[0].Fingerprint, current)
+	}
+	if _, _, err := e.store.Get(context.Background(), e.prefix+"/"+p.Name+"/pending"); err == nil {
+		f.t.Errorf("%s: a pending key is left in Vault", p.Name)
+	}
+	if !p.Gcore && !p.NoDefault && !keys[0].Default {
+		f.t.Errorf("%s: the active key is not the account's default", p.Name)
+	}
+}
+
+func lastLine(logs, with string) string {
+	lines := strings.Split(logs, "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		if strings.Contains(lines[i], with) {
+			return lines[i]
+		}
+	}
+	return ""
+}

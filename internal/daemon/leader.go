@@ -1,0 +1,415 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"go.etcd.io/etcd/client/pkg/v3/transport"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+
+	"github.com/rotatord/rotatord/internal/audit"
+	"github.com/rotatord/rotatord/internal/cloud"
+	"github.com/rotatord/rotatord/internal/control"
+	"github.com/rotatord/rotatord/internal/leader"
+	"github.com/rotatord/rotatord/internal/rotate"
+	"github.com/rotatord/rotatord/internal/state"
+	"github.com/rotatord/rotatord/internal/state/bolt"
+	"github.com/rotatord/rotatord/internal/state/etcd"
+	"github.com/rotatord/rotatord/policy"
+)
+
+// ErrStandby is returned (wrapped, naming the leader) when a standby is
+// asked to act: with state on etcd only the leader rotates.
+var ErrStandby = errors.New("this rotatord is a standby")
+
+// StandbyError says who leads instead.
+type StandbyError struct {
+	Leader *control.LeaderInfo // nil while nobody leads
+}
+
+func (e *StandbyError) Error() string {
+	if e.Leader == nil {
+		return ErrStandby.Error() + " and no rotatord leads right now (an election is under way); try again in a few seconds"
+	}
+	return fmt.Sprintf("%s: the leader is %s; ask it", ErrStandby, e.Leader)
+}
+
+func (e *StandbyError) Unwrap() error { return ErrStandby }
+
+// leadership is the daemon's part in the election when its state is on
+// etcd. With bbolt there is none: the one process always acts.
+type leadership struct {
+	cli  *clientv3.Client
+	el   *leader.Elector
+	self leader.Info
+}
+
+// openState opens the state the config names: the bbolt file, or etcd
+// with an elector whose leadership fences every write.
+func (a *App) openState(cfg *policy.Config) (state.Store, error) {
+	if cfg.State.Backend != policy.BackendEtcd {
+		return bolt.OpenStore(cfg.State.Path, bolt.Options{ReadOnly: a.opts.ReadOnly, AuditKeys: a.audit})
+	}
+	ec := cfg.State.Etcd
+	if ec == nil {
+		return nil, errors.New("state backend etcd without a state.etcd section")
+	}
+	cc, err := etcdClientConfig(ec)
+	if err != nil {
+		return nil, err
+	}
+	cli, err := clientv3.New(cc)
+	if err != nil {
+		return nil, fmt.Errorf("etcd %s: %w", strings.Join(ec.Endpoints, ","), err)
+	}
+	// A new prefix gets its schema version without fencing: every process
+	// writes the same value, and the compare-and-swap lets one win.
+	initB, err := etcd.New(cli, etcd.Options{Prefix: ec.Prefix, ReadOnly: a.opts.ReadOnly})
+	if err == nil {
+		_, err = state.Open(initB)
+		_ = initB.Close()
+	}
+	if err != nil {
+		_ = cli.Close()
+		return nil, fmt.Errorf("etcd %s prefix %s: %w", strings.Join(ec.Endpoints, ","), ec.Prefix, err)
+	}
+	bopts := etcd.Options{Prefix: ec.Prefix, ReadOnly: a.opts.ReadOnly, CloseClient: true}
+	if !a.opts.ReadOnly {
+		host, _ := os.Hostname()
+		self := leader.Info{Name: fmt.Sprintf("%s/%d", host, os.Getpid()), Address: address(cfg)}
+		el, err := leader.New(leader.Config{
+			Client: cli, Prefix: ec.Prefix + "leader/", Self: self, LeaseTTL: ec.LeaseTTL,
+			Logger: a.log.With("component", "leader"),
+		})
+		if err != nil {
+			_ = cli.Close()
+			return nil, err
+		}
+		a.lead = &leadership{cli: cli, el: el, self: self}
+		bopts.Guard, bopts.Writer = el, self.Name
+	}
+	b, err := etcd.New(cli, bopts)
+	if err != nil {
+		_ = cli.Close()
+		return nil, err
+	}
+	st, err := state.Open(b, state.WithAuditKeys(a.audit))
+	if err != nil {
+		_ = b.Close()
+		return nil, fmt.Errorf("etcd %s prefix %s: %w", strings.Join(ec.Endpoints, ","), ec.Prefix, err)
+	}
+	return st, nil
+}
+
+// address is where operators reach this process: its metrics listener,
+// else its control socket.
+func address(cfg *policy.Config) string {
+	if cfg.Metrics.Listen != "" {
+		return "http://" + cfg.Metrics.Listen
+	}
+	return "unix:" + cfg.Control.Socket
+}
+
+// etcdClientConfig turns the state.etcd section into a client config,
+// reading the credentials it references.
+func etcdClientConfig(ec *policy.EtcdConfig) (clientv3.Config, error) {
+	cc := clientv3.Config{
+		Endpoints:            ec.Endpoints,
+		DialTimeout:          5 * time.Second,
+		DialKeepAliveTime:    ec.LeaseTTL / 2,
+		DialKeepAliveTimeout: ec.LeaseTTL / 2,
+		Logger:               zap.NewNop(), // rotatord logs what matters itself, with slog
+	}
+	if ec.UsernameEnv != "" {
+		user, err := resolveSecret("etcd username", ec.UsernameEnv, "")
+		if err != nil {
+			return cc, err
+		}
+		pw, err := resolveSecret("etcd password", ec.PasswordEnv, ec.PasswordFile)
+		if err != nil {
+			return cc, err
+		}
+		cc.Username, cc.Password = user.Reveal(), pw.Reveal()
+	}
+	if t := ec.TLS; t != (policy.EtcdTLS{}) {
+		info := transport.TLSInfo{CertFile: t.CertFile, KeyFile: t.KeyFile, TrustedCAFile: t.CAFile}
+		tc, err := info.ClientConfig()
+		if err != nil {
+			return cc, fmt.Errorf("etcd tls: %w", err)
+		}
+		cc.TLS = tc
+	}
+	return cc, nil
+}
+
+// leading reports whether this process may act now: always with bbolt.
+func (a *App) leading() bool { return a.lead == nil || a.lead.el.IsLeader() }
+
+// termContext derives from ctx a context that ends with this process's
+// leadership, so that a deposed leader's runs stop at once (the journal
+// makes that safe). On a standby it returns a StandbyError.
+func (a *App) termContext(ctx context.Context) (context.Context, context.CancelFunc, error) {
+	if a.lead == nil {
+		ctx, cancel := context.WithCancel(ctx)
+		return ctx, cancel, nil
+	}
+	term, ok := a.lead.el.Current()
+	if !ok {
+		return nil, nil, a.standbyErr(ctx)
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	stop := context.AfterFunc(term.Ctx, func() {
+		cancel(fmt.Errorf("leadership lost: %w", context.Cause(term.Ctx)))
+	})
+	return ctx, func() { stop(); cancel(nil) }, nil
+}
+
+func (a *App) standbyErr(ctx context.Context) error {
+	l, _ := a.leaderInfo(ctx)
+	return &StandbyError{Leader: l}
+}
+
+// leaderInfo reads who leads from etcd.
+func (a *App) leaderInfo(ctx context.Context) (*control.LeaderInfo, error) {
+	if a.lead == nil {
+		return nil, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	info, ok, err := a.lead.el.Leader(ctx)
+	if err != nil || !ok {
+		return nil, err
+	}
+	return &control.LeaderInfo{Name: info.Name, Address: info.Address}, nil
+}
+
+// role is this process's role: empty with bbolt.
+func (a *App) role() string {
+	switch {
+	case a.lead == nil:
+		return ""
+	case a.lead.el.IsLeader():
+		return control.RoleLeader
+	default:
+		return control.RoleStandby
+	}
+}
+
+// fillRole adds the role and the leader to a status.
+func (a *App) fillRole(ctx context.Context, st *control.Status) {
+	if a.lead == nil {
+		return
+	}
+	st.Role = a.role()
+	l, err := a.leaderInfo(ctx)
+	if err != nil {
+		a.log.Warn("status: read the leader from etcd", "err", err)
+	}
+	st.Leader = l
+}
+
+// startLeadership campaigns in the background; each term won runs
+// leadTerm. Stop ends the campaign by cancelling ctx, which resigns.
+func (a *App) startLeadership(ctx context.Context) {
+	a.met.Leader(false)
+	a.bg.Go(func() {
+		if err := a.lead.el.Run(ctx); err != nil {
+			a.log.Error("leader election ended", "err", err)
+		}
+	})
+	a.bg.Go(func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case term := <-a.lead.el.Terms():
+				a.leadTerm(term)
+			}
+		}
+	})
+}
+
+// leadTerm is one term as leader: resume every open rotation, deliver the
+// outbox and sweep until the term ends, then stop them. Scheduled and
+// manual runs check the term themselves (termContext).
+func (a *App) leadTerm(term leader.Term) {
+	ctx := term.Ctx
+	if ctx.Err() != nil {
+		return
+	}
+	a.met.Leader(true)
+	defer a.met.Leader(false)
+	a.log.Info("leading: resuming open rotations, running schedules, sweeps and the outbox", "election_key", term.Key, "revision", term.Rev)
+	a.announceLeader(ctx)
+	rt := a.runtime()
+	for _, p := range rt.cfg.Policies {
+		if ctx.Err() != nil {
+			break
+		}
+		if res, err := rt.engine.Resume(ctx, p); err != nil && ctx.Err() == nil {
+			a.log.Error("resume unfinished rotation", "policy", p.Name, "err", err)
+		} else if res.Resumed > 0 {
+			a.log.Info("resumed unfinished rotation", "policy", p.Name, "rotation_id", res.RotationID)
+		}
+	}
+	var wg sync.WaitGroup
+	for _, c := range a.channels {
+		wg.Go(func() { c.disp.Run(ctx) })
+	}
+	wg.Go(func() { a.sweepLoop(ctx) })
+	<-ctx.Done()
+	wg.Wait()
+	a.log.Warn("stopped leading: schedules, sweeps and the outbox halted, runs in flight cancelled", "reason", context.Cause(ctx))
+}
+
+// announceLeader tells Slack, webhooks and the audit log that this
+// process leads now.
+func (a *App) announceLeader(ctx context.Context) {
+	detail := fmt.Sprintf("rotatord %s now leads", a.lead.self.Name)
+	if a.lead.self.Address != "" {
+		detail += " (" + a.lead.self.Address + ")"
+	}
+	a.auditDaemon(audit.Entry{Event: policy.EventLeaderChanged, Trigger: "election", Detail: detail})
+	if _, err := a.notifyDaemon(state.Event{Kind: policy.EventLeaderChanged, Detail: detail, Time: time.Now()}); err != nil && ctx.Err() == nil {
+		a.log.Error("queue leader_changed notice", "err", err)
+	}
+}
+
+// closeLeadership is a no-op: the etcd client belongs to the state
+// backend, which closes it with the state.
+
+// fenced wraps what the engine calls beyond the state: provider and
+// Vault calls are refused the moment leadership may be lost, by the
+// local lease clock, so a leader that was paused past its lease makes no
+// side effect before it notices it was deposed.
+func (a *App) fencedProviders(provs map[string]cloud.Provider) map[string]cloud.Provider {
+	if a.lead == nil {
+		return provs
+	}
+	out := make(map[string]cloud.Provider, len(provs))
+	for name, p := range provs {
+		out[name] = fencedProvider{Provider: p, el: a.lead.el}
+	}
+	return out
+}
+
+func (a *App) fencedKeys(ks rotate.KeyStore) rotate.KeyStore {
+	if a.lead == nil || ks == nil {
+		return ks
+	}
+	return fencedKeyStore{ks: ks, el: a.lead.el}
+}
+
+func checkFence(el *leader.Elector, what string) error {
+	if _, _, err := el.Fence(); err != nil {
+		return fmt.Errorf("%s refused: %w", what, err)
+	}
+	return nil
+}
+
+type fencedProvider struct {
+	cloud.Provider
+	el *leader.Elector
+}
+
+func (p fencedProvider) List(ctx context.Context, project int64) ([]cloud.Key, error) {
+	if err := checkFence(p.el, "provider list"); err != nil {
+		return nil, err
+	}
+	return p.Provider.List(ctx, project)
+}
+
+func (p fencedProvider) Create(ctx context.Context, project int64, req cloud.CreateRequest) (cloud.Created, error) {
+	if err := checkFence(p.el, "provider create"); err != nil {
+		return cloud.Created{}, err
+	}
+	return p.Provider.Create(ctx, project, req)
+}
+
+func (p fencedProvider) SetDefault(ctx context.Context, project int64, id string) error {
+	if err := checkFence(p.el, "provider set default"); err != nil {
+		return err
+	}
+	return p.Provider.SetDefault(ctx, project, id)
+}
+
+func (p fencedProvider) Delete(ctx context.Context, project int64, id string) error {
+	if err := checkFence(p.el, "provider delete"); err != nil {
+		return err
+	}
+	return p.Provider.Delete(ctx, project, id)
+}
+
+type fencedKeyStore struct {
+	ks rotate.KeyStore
+	el *leader.Elector
+}
+
+func (k fencedKeyStore) Put(ctx context.Context, path string, data map[string]string, cas int) (int, error) {
+	if err := checkFence(k.el, "vault write"); err != nil {
+		return 0, err
+	}
+	return k.ks.Put(ctx, path, data, cas)
+}
+
+func (k fencedKeyStore) Get(ctx context.Context, path string) (map[string]string, int, error) {
+	if err := checkFence(k.el, "vault read"); err != nil {
+		return nil, 0, err
+	}
+	return k.ks.Get(ctx, path)
+}
+
+func (k fencedKeyStore) GetVersion(ctx context.Context, path string, version int) (map[string]string, error) {
+	if err := checkFence(k.el, "vault read"); err != nil {
+		return nil, err
+	}
+	return k.ks.GetVersion(ctx, path, version)
+}
+
+func (k fencedKeyStore) Delete(ctx context.Context, path string) error {
+	if err := checkFence(k.el, "vault delete"); err != nil {
+		return err
+	}
+	return k.ks.Delete(ctx, path)
+}
+
+// leadOnce wins leadership for a one-shot run (run -once) with state on
+// etcd: it campaigns, and gives up when another rotatord keeps leading.
+// release resigns. With bbolt it returns ctx as is.
+func (a *App) leadOnce(ctx context.Context) (context.Context, func(), error) {
+	if a.lead == nil {
+		return ctx, func() {}, nil
+	}
+	cctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = a.lead.el.Run(cctx) }()
+	release := func() { cancel(); <-done }
+	wait := time.NewTimer(3 * a.leaseTTL())
+	defer wait.Stop()
+	select {
+	case term := <-a.lead.el.Terms():
+		tctx, tcancel := context.WithCancel(ctx)
+		stop := context.AfterFunc(term.Ctx, tcancel)
+		return tctx, func() { stop(); tcancel(); release() }, nil
+	case <-wait.C:
+		err := a.standbyErr(ctx)
+		release()
+		return nil, nil, fmt.Errorf("run -once: %w", err)
+	case <-ctx.Done():
+		release()
+		return nil, nil, ctx.Err()
+	}
+}
+
+func (a *App) leaseTTL() time.Duration {
+	if cfg := a.runtime().cfg; cfg.State.Etcd != nil {
+		return cfg.State.Etcd.LeaseTTL
+	}
+	return policy.DefaultEtcdLeaseTTL
+}

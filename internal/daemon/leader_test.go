@@ -1,0 +1,134 @@
+package daemon_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rotatord/rotatord/internal/control"
+	"github.com/rotatord/rotatord/internal/daemon"
+	"github.com/rotatord/rotatord/internal/state"
+	"github.com/rotatord/rotatord/internal/state/etcdtest"
+	"github.com/rotatord/rotatord/policy"
+)
+
+// etcdConfig is e.config with the state on etcd and the socket named
+// after the process, so that two apps of one test do not share it.
+func (e *env) etcdConfig(c *etcdtest.Cluster, proc string, ps ...policySpec) *policy.Config {
+	yaml := e.config("", ps...)
+	yaml = strings.Replace(yaml, fmt.Sprintf("state: {path: %s}", filepath.Join(e.dir, "state.db")),
+		fmt.Sprintf("state: {backend: etcd, etcd: {endpoints: [%s], prefix: /daemon-test/, lease_ttl: 2s}}", strings.Join(c.Endpoints(), ", ")), 1)
+	yaml = strings.Replace(yaml, filepath.Join(e.dir, "ctl.sock"), filepath.Join(e.dir, proc+".sock"), 1)
+	return e.parse(yaml)
+}
+
+func waitUntil(t *testing.T, within time.Duration, what string, cond func() bool) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for time.Since(start) < within {
+		if cond() {
+			return time.Since(start)
+		}
+		time.Sleep(20 * time.Millisecond) // poll interval
+	}
+	t.Fatalf("%s: not within %s", what, within)
+	return 0
+}
+
+func role(t *testing.T, app *daemon.App) control.Status {
+	t.Helper()
+	st, err := app.Status(context.Background())
+	if err != nil {
+		t.Fatalf("status: %v", err)
+	}
+	return st
+}
+
+// TestApp_EtcdLeaderAndStandby: two rotatord processes on one etcd. One
+// leads and rotates; the other reports itself a standby, names the
+// leader, and refuses to rotate, naming the leader. When the leader stops,
+// the standby takes over within the lease and goes on rotating.
+func TestApp_EtcdLeaderAndStandby(t *testing.T) {
+	c := etcdtest.Start(t, 3)
+	e := newEnv(t)
+	fast := policySpec{"gpu", "@every 1s", "3s", "2s", "1s"}
+	ctx := context.Background()
+	apps := map[string]*daemon.App{}
+	for _, name := range []string{"a", "b"} {
+		cfg := e.etcdConfig(c, name, fast)
+		app := e.newApp(cfg, func(string) (*policy.Config, error) { return cfg, nil })
+		if err := app.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		apps[name] = app
+		if name == "a" {
+			waitUntil(t, 10*time.Second, "a leads", func() bool { return role(t, app).Role == control.RoleLeader })
+		}
+	}
+	stopped := map[string]bool{}
+	t.Cleanup(func() {
+		for n, app := range apps {
+			if !stopped[n] {
+				_ = app.Stop(context.Background())
+			}
+		}
+	})
+	a, b := apps["a"], apps["b"]
+	st := role(t, b)
+	if st.Role != control.RoleStandby || st.Leader == nil || st.Leader.Address != "unix:"+filepath.Join(e.dir, "a.sock") {
+		t.Fatalf("b's status: role %q, leader %v; want standby naming a", st.Role, st.Leader)
+	}
+	if st := role(t, a); st.Leader == nil || st.Leader.Address != "unix:"+filepath.Join(e.dir, "a.sock") {
+		t.Errorf("a's status names leader %v", st.Leader)
+	}
+	_, err := b.Rotate(ctx, control.RotateRequest{Policies: []string{"gpu"}})
+	if !errors.Is(err, daemon.ErrStandby) || !strings.Contains(err.Error(), "a.sock") {
+		t.Fatalf("rotate on the standby = %v, want ErrStandby naming the leader", err)
+	}
+	res, err := b.Reload(ctx)
+	if err != nil || res.Role != control.RoleStandby || res.Leader == nil {
+		t.Errorf("reload on the standby = %+v, %v; want it done, naming the leader", res, err)
+	}
+
+	// The leader rotates on schedule.
+	start := time.Now()
+	waitUntil(t, 15*time.Second, "the leader rotates twice", func() bool { return rotationsAfter(t, a.Store(), "gpu", start) >= 2 })
+
+	// a stops (resigning): b leads at once and rotates on.
+	if err := a.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	stopped["a"] = true
+	took := waitUntil(t, 3*time.Second, "b leads", func() bool { return role(t, b).Role == control.RoleLeader })
+	t.Logf("b leads %s after a stopped", took)
+	handed := time.Now()
+	waitUntil(t, 15*time.Second, "b rotates", func() bool { return rotationsAfter(t, b.Store(), "gpu", handed) >= 1 })
+	if _, err := b.Rotate(ctx, control.RotateRequest{Policies: []string{"gpu"}}); err != nil {
+		t.Errorf("rotate on the new leader: %v", err)
+	}
+
+	// Every rotation ended, and the policy has exactly one active key.
+	_ = b.Store().View(func(tx state.Tx) error {
+		recs, err := tx.Keys("gpu")
+		active := 0
+		for _, r := range recs {
+			if r.Status == state.KeyActive {
+				active++
+			}
+		}
+		if active != 1 {
+			t.Errorf("%d active keys, want 1", active)
+		}
+		return err
+	})
+	logs := e.logs.String()
+	for _, want := range []string{"leadership lost", "stopped leading"} {
+		if !strings.Contains(logs, want) {
+			t.Errorf("the log does not say %q", want)
+		}
+	}
+}
