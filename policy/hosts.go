@@ -302,3 +302,18 @@ func checkAuthorizedKeysPath(s string) string {
 	}
 	return ""
 }
+
+// discoverFits checks that a policy discovering its hosts is on an account
+// whose machines are listed: with the provider's inventory: false nothing
+// would ever be found.
+func (p *parser) discoverFits(all []resolved, provs []Provider) {
+	off := map[string]bool{}
+	for _, pr := range provs {
+		off[pr.Name] = pr.NoInventory
+	}
+	for _, r := range all {
+		if r.Hosts != nil && r.Hosts.Discover && off[r.Provider] {
+			p.errorf(r.Hosts.Line, r.w, "hosts.discover", "provider %q has inventory: false, so no machine would be discovered; drop discover or turn the inventory on", r.Provider)
+		}
+	}
+}
