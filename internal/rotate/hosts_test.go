@@ -605,3 +605,21 @@ func TestHosts_Discover(t *testing.T) {
 		t.Errorf("an instance that is gone is still recorded: %+v", rec)
 	}
 }
+
+// A host that trusts none of the keys rotatord holds is left untouched and
+// recorded denied; the others converge.
+func TestHosts_Denied(t *testing.T) {
+	f := newHostsFleet(t, 2)
+	lost := f.srv.Hosts()[1]
+	lost.WriteAuthorizedKeys(t, f.other[1], 0o600)
+	res := f.h.mustRun(f.p, rotate.Options{Force: true, Trigger: rotate.TriggerCLI})
+	if res.Hosts.ByStatus[state.HostOK] != 1 || res.Hosts.ByStatus[state.HostDenied] != 1 {
+		t.Fatalf("hosts: %+v", res.Hosts)
+	}
+	if got := lost.ReadAuthorizedKeys(t); !bytes.Equal(got, f.other[1]) {
+		t.Errorf("the denied host's file changed:\n%s", got)
+	}
+	if rec := f.hostRecord(1); rec.Status != state.HostDenied || rec.ConsecutiveFailures != 1 || rec.NextRetry.IsZero() {
+		t.Errorf("record: %+v", rec)
+	}
+}
