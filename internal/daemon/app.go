@@ -51,7 +51,7 @@ type Options struct {
 	// to the Vault the config names.
 	Keys rotate.KeyStore
 	// HostSource finds the running instances of policies with
-	// hosts.discover (the instance inventory); nil: static targets only.
+	// hosts.discover; nil: the machines of the instance inventory.
 	HostSource rotate.HostSource
 }
 
