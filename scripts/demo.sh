@@ -152,7 +152,7 @@ bin/rotatord report -config "$CFG" -fail-on overdue
 
 say "Which machines the deleted first keys still open: rotatord report -fail-on exposed"
 code=0
-bin/rotatord report -config examples/demo.yaml -format markdown -fail-on exposed >"$DEMO/report.md" || code=$?
+bin/rotatord report -config "$CFG" -format markdown -fail-on exposed >"$DEMO/report.md" || code=$?
 grep -E '^\| (Policy|gpu-team|inference) ' "$DEMO/report.md" | grep -E 'Key status|exposed' || true
 echo "  report -fail-on exposed exited $code (3: a key rotatord deleted still opens running machines)"
 
