@@ -69,6 +69,19 @@ type recorded struct {
 	Method string
 	Path   string
 	Name   string // the key name of a create
+	Status int    // the upstream's answer; 502 when it gave none
+}
+
+// statusWriter keeps the status the proxy answered with, even when the
+// caller is gone (killed) and the answer goes nowhere.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	w.status = code
+	w.ResponseWriter.WriteHeader(code)
 }
 
 var keyName = regexp.MustCompile(`"name"\s*:\s*"([^"]+)"`)
@@ -89,10 +102,12 @@ func newRecorder(t testing.TB, target string) *recorder {
 				rec.Name = string(m[1])
 			}
 		}
+		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+		rp.ServeHTTP(sw, req)
+		rec.Status = sw.status
 		r.mu.Lock()
 		r.log = append(r.log, rec)
 		r.mu.Unlock()
-		rp.ServeHTTP(w, req)
 	}))
 	t.Cleanup(r.srv.Close)
 	return r

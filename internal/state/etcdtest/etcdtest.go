@@ -124,8 +124,6 @@ func StartWith(t testing.TB, cfg Config) *Cluster {
 			"--initial-cluster-state", "new",
 			"--initial-cluster-token", filepath.Base(root),
 			"--max-txn-ops", fmt.Sprint(cfg.MaxTxnOps),
-			"--heartbeat-interval", "50",
-			"--election-timeout", "500",
 			"--log-level", "warn",
 			"--logger", "zap",
 		}
