@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"regexp"
 	"slices"
 	"strings"
 	"syscall"
@@ -15,6 +16,8 @@ import (
 )
 
 const fleetTTL = 2 * time.Second
+
+var maxAge = regexp.MustCompile(`max_age: \w+`)
 
 // fleetPolicies are n policies that each come due every 15 s: one
 // Sesterce policy owns the account's default key, the others alternate
@@ -177,7 +180,7 @@ func (f *fleet) converge(ps []policyYAML) {
 	if err != nil {
 		f.t.Fatal(err)
 	}
-	final := strings.ReplaceAll(string(cfg), "max_age: 40s", "max_age: 24h")
+	final := maxAge.ReplaceAllString(string(cfg), "max_age: 24h")
 	finalPath := f.procs[0].cfg + ".final.yaml"
 	if err := os.WriteFile(finalPath, []byte(final), 0o600); err != nil {
 		f.t.Fatal(err)
@@ -245,4 +248,99 @@ func lastLine(logs, with string) string {
 		}
 	}
 	return ""
+}
+
+// fastPolicies come due two seconds after each rotation, so that
+// rotations are always in flight.
+func fastPolicies(n int) []policyYAML {
+	ps := make([]policyYAML, n)
+	for i := range ps {
+		ps[i] = policyYAML{Name: fmt.Sprintf("fast-%02d", i), Schedule: "@every 1s", MaxAge: "6s", RotateBefore: "4s", Grace: "1s",
+			Gcore: i%2 == 0 && i > 0, NoDefault: i%2 == 1}
+	}
+	return ps
+}
+
+// waitOpen polls until a rotation is open in the journal.
+func (f *fleet) waitOpen(within time.Duration) {
+	f.t.Helper()
+	deadline := time.Now().Add(within)
+	for len(f.openRotations()) == 0 {
+		if time.Now().After(deadline) {
+			f.t.Fatalf("no rotation in flight within %s", within)
+		}
+		time.Sleep(5 * time.Millisecond) // poll interval
+	}
+}
+
+// TestEtcd_Fencing: the leader is stopped (SIGSTOP) in the middle of
+// rotations for longer than its lease; the standby takes over and
+// rotates. When the old leader continues (SIGCONT) it finds out on its
+// own clock that it no longer leads: it commits nothing to etcd (the
+// commit key's history names only the new leader), sends no request to
+// the provider and none to Vault's key paths, and says why it stepped
+// down. Afterwards every policy converges.
+func TestEtcd_Fencing(t *testing.T) {
+	e := newEnv(t, cloudtest.Options{Latency: 20 * time.Millisecond})
+	ps := fastPolicies(20)
+	f := newFleet(t, e, 2, ps, fleetTTL)
+	old, next := f.procs[0], f.procs[1]
+	old.start()
+	f.waitLeader([]*proc{old}, 20*time.Second)
+	next.start()
+	f.waitOpen(30 * time.Second)
+	if l := f.leader(f.procs); l != old {
+		t.Fatalf("leader before the stop is %v, want %s", l, old.name)
+	}
+	old.d.signal(syscall.SIGSTOP)
+	stopped := time.Now()
+	f.waitLeader([]*proc{next}, fleetTTL+5*time.Second)
+	t.Logf("%s leads %s after %s was stopped", next.name, time.Since(stopped).Round(time.Millisecond), old.name)
+	// The new leader works: it creates keys (resuming what the old one
+	// left, and rotating on schedule).
+	eventually(t, 20*time.Second, "the new leader to create keys", func() bool {
+		return len(next.prov.since(stopped, func(r recorded) bool { return r.Method == "POST" && r.Status/100 == 2 })) >= 3
+	})
+	// Well past the old leader's lease.
+	if wait := time.Until(stopped.Add(fleetTTL + time.Second)); wait > 0 {
+		time.Sleep(wait)
+	}
+	rev := f.revision()
+	cont := time.Now()
+	old.d.signal(syscall.SIGCONT)
+	eventually(t, 5*time.Second, "the old leader to step down", func() bool { return old.d.logs.count("leadership lost") > 0 })
+	// Leave it time to misbehave: the new leader keeps rotating meanwhile.
+	time.Sleep(3 * time.Second)
+	reason := lastLine(old.d.logs.String(), "leadership lost")
+	t.Logf("old leader: %s", reason)
+	if !strings.Contains(reason, "lease") {
+		t.Errorf("the old leader's log does not say it lost its lease: %s", reason)
+	}
+	if calls := old.prov.since(cont, nil); len(calls) > 0 {
+		t.Errorf("the deposed leader made %d provider call(s) after SIGCONT, first %+v", len(calls), calls[0])
+	}
+	keyPaths := func(r recorded) bool { return strings.Contains(r.Path, "/"+e.prefix+"/") }
+	if calls := old.vault.since(cont, keyPaths); len(calls) > 0 {
+		t.Errorf("the deposed leader made %d Vault key call(s) after SIGCONT, first %+v", len(calls), calls[0])
+	}
+	writers := f.commitWriters(rev)
+	if len(writers) == 0 {
+		t.Error("no commit at all after SIGCONT: the new leader stopped working?")
+	}
+	for _, w := range writers {
+		if w != leaderName(next.pid) {
+			t.Errorf("a state commit after SIGCONT by %q, want only the new leader %q", w, leaderName(next.pid))
+			break
+		}
+	}
+	t.Logf("after SIGCONT: %d state commits, all by the new leader; the old one made 0 provider and 0 Vault key calls", len(writers))
+	if st, err := old.status(); err != nil || st.Role != "standby" || st.Leader == nil || !strings.Contains(st.Leader.Name, fmt.Sprint(next.pid)) {
+		t.Errorf("old leader's status: role %q leader %v (%v); want standby naming %s", st.Role, st.Leader, err, next.name)
+	}
+	for _, p := range f.procs {
+		p.d.signal(syscall.SIGTERM)
+		p.d.wait(30 * time.Second)
+	}
+	f.assertNoDuplicateUploads()
+	f.converge(ps)
 }

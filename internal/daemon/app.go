@@ -162,7 +162,11 @@ func New(ctx context.Context, cfg *policy.Config, opts Options) (*App, error) {
 // build makes the config-scoped parts: provider clients, the engine and a
 // scheduler that is not started. It changes nothing in a.
 func (a *App) build(cfg *policy.Config) (*runtime, error) {
-	provs, err := buildProviders(cfg, a.opts.Version, a.log)
+	provs, err := buildProviders(cfg, a.opts.Version, a.log, nil)
+	if err != nil {
+		return nil, err
+	}
+	engProvs, err := a.engineProviders(cfg, provs)
 	if err != nil {
 		return nil, err
 	}
@@ -171,7 +175,7 @@ func (a *App) build(cfg *policy.Config) (*runtime, error) {
 		conc[p.Name] = p.Concurrency
 	}
 	eng := rotate.New(rotate.Config{
-		Journal: a.db, Keys: a.fencedKeys(a.keys), Providers: a.fencedProviders(provs), Locks: a.locks, ProviderConcurrency: conc,
+		Journal: a.db, Keys: a.fencedKeys(a.keys), Providers: engProvs, Locks: a.locks, ProviderConcurrency: conc,
 		Logger: a.log.With("component", "rotate"), Kick: a.kick, Hook: a.opts.Hook,
 		BackoffBase: a.opts.BackoffBase, Sinks: a.sinks(), Ready: a.audit.Load,
 	})

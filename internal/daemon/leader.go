@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"strings"
 	"sync"
@@ -284,19 +285,43 @@ func (a *App) announceLeader(ctx context.Context) {
 // closeLeadership is a no-op: the etcd client belongs to the state
 // backend, which closes it with the state.
 
-// fenced wraps what the engine calls beyond the state: provider and
-// Vault calls are refused the moment leadership may be lost, by the
-// local lease clock, so a leader that was paused past its lease makes no
-// side effect before it notices it was deposed.
-func (a *App) fencedProviders(provs map[string]cloud.Provider) map[string]cloud.Provider {
+// engineProviders are the provider clients the engine calls. With state
+// on etcd they are fenced: every call, and every HTTP request right before
+// it is sent (after rate-limit waits and retry backoffs, where a paused
+// leader may resume), is refused the moment leadership may be lost by the
+// local lease clock, so a leader that was stopped past its lease makes no
+// side effect before it notices it was deposed. The report keeps
+// unfenced clients: standbys serve it.
+func (a *App) engineProviders(cfg *policy.Config, provs map[string]cloud.Provider) (map[string]cloud.Provider, error) {
 	if a.lead == nil {
-		return provs
+		return provs, nil
 	}
-	out := make(map[string]cloud.Provider, len(provs))
-	for name, p := range provs {
-		out[name] = fencedProvider{Provider: p, el: a.lead.el}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConnsPerHost = 64
+	fenced, err := buildProviders(cfg, a.opts.Version, a.log, &http.Client{Transport: fencedTransport{base: tr, el: a.lead.el}})
+	if err != nil {
+		return nil, err
 	}
-	return out
+	for name, p := range fenced {
+		fenced[name] = fencedProvider{Provider: p, el: a.lead.el}
+	}
+	return fenced, nil
+}
+
+// fencedTransport refuses to send a request once leadership may be lost.
+type fencedTransport struct {
+	base http.RoundTripper
+	el   *leader.Elector
+}
+
+func (t fencedTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	if err := checkFence(t.el, "provider request"); err != nil {
+		if r.Body != nil {
+			_ = r.Body.Close()
+		}
+		return nil, err
+	}
+	return t.base.RoundTrip(r)
 }
 
 func (a *App) fencedKeys(ks rotate.KeyStore) rotate.KeyStore {
