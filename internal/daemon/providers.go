@@ -25,7 +25,7 @@ func buildProviders(cfg *policy.Config, version string, log *slog.Logger, client
 		hc := httpapi.Config{
 			Name: p.Name, BaseURL: p.BaseURL, APIKey: key, RateLimit: p.RateLimit, Timeout: p.Timeout,
 			UserAgent: "rotatord/" + version, HTTPClient: client,
-			Logger:    log.With("component", "cloud"),
+			Logger: log.With("component", "cloud"),
 		}
 		var prov cloud.Provider
 		switch p.Type {
