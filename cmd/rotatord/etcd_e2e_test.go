@@ -13,6 +13,7 @@ import (
 
 	"github.com/rotatord/rotatord/internal/cloud/cloudtest"
 	"github.com/rotatord/rotatord/internal/state"
+	"github.com/rotatord/rotatord/internal/state/etcdtest"
 )
 
 const fleetTTL = 2 * time.Second
@@ -337,6 +338,106 @@ func TestEtcd_Fencing(t *testing.T) {
 	if st, err := old.status(); err != nil || st.Role != "standby" || st.Leader == nil || !strings.Contains(st.Leader.Name, fmt.Sprint(next.pid)) {
 		t.Errorf("old leader's status: role %q leader %v (%v); want standby naming %s", st.Role, st.Leader, err, next.name)
 	}
+	for _, p := range f.procs {
+		p.d.signal(syscall.SIGTERM)
+		p.d.wait(30 * time.Second)
+	}
+	f.assertNoDuplicateUploads()
+	f.converge(ps)
+}
+
+// etcdLeader returns the member that is etcd's own raft leader.
+func (f *fleet) etcdLeader() *etcdtest.Member {
+	f.t.Helper()
+	for _, m := range f.etcd.Members {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		st, err := f.cli.Status(ctx, m.ClientURL)
+		cancel()
+		if err == nil && st.Leader == st.Header.MemberId {
+			return m
+		}
+	}
+	f.t.Fatal("no etcd member leads")
+	return nil
+}
+
+// creates counts the keys a process created since t0.
+func (p *proc) creates(t0 time.Time) int {
+	return len(p.prov.since(t0, func(r recorded) bool { return r.Method == "POST" && r.Status/100 == 2 }))
+}
+
+// TestEtcd_Faults: etcd itself fails under a running fleet. One member
+// down (etcd's own raft leader) changes nothing: the rotatord leader
+// keeps leading and rotating. Two members down (quorum lost): within
+// lease_ttl the leader stops acting (no provider call after that) and
+// says why. When quorum returns, a leader is elected again, the
+// rotations left open are finished, and every policy converges.
+func TestEtcd_Faults(t *testing.T) {
+	e := newEnv(t, cloudtest.Options{Latency: 10 * time.Millisecond})
+	ps := fastPolicies(10)
+	// etcd elects a new raft leader within about one election timeout (1s
+	// by default), and a lease must outlive that: 5s does, 2s may not.
+	const ttl = 5 * time.Second
+	f := newFleet(t, e, 2, ps, ttl)
+	for _, p := range f.procs {
+		p.start()
+	}
+	lead, _ := f.waitLeader(f.procs, 20*time.Second)
+	f.waitOpen(30 * time.Second)
+
+	// One member down: etcd's raft leader, the hardest one.
+	lost := lead.d.logs.count("leadership lost")
+	down := f.etcdLeader()
+	down.Kill()
+	killed := time.Now()
+	eventually(t, 20*time.Second, "rotations to go on with one etcd member down", func() bool { return lead.creates(killed) >= 5 })
+	time.Sleep(2 * ttl) // long enough for a lease to lapse, had it been hurt
+	if n := lead.d.logs.count("leadership lost"); n != lost {
+		t.Fatalf("the leader lost leadership with one etcd member down: %s", lastLine(lead.d.logs.String(), "leadership lost"))
+	}
+	if l := f.leader(f.procs); l != lead {
+		t.Fatalf("leader changed from %s to %v with one etcd member down", lead.name, l)
+	}
+	t.Logf("one etcd member (the raft leader) down: %s kept leading, %d keys created meanwhile", lead.name, lead.creates(killed))
+	f.etcd.Restart(t, down)
+	f.etcd.WaitHealthy(t, 30*time.Second)
+
+	// Quorum lost: two of three members down.
+	f.waitOpen(30 * time.Second)
+	var gone []*etcdtest.Member
+	for _, m := range f.etcd.Members[:2] {
+		m.Kill()
+		gone = append(gone, m)
+	}
+	quorumLost := time.Now()
+	eventually(t, ttl+2*time.Second, "the leader to step down without quorum", func() bool { return lead.d.logs.count("leadership lost") > lost })
+	stepped := time.Since(quorumLost)
+	t.Logf("quorum lost: %s stepped down after %s: %s", lead.name, stepped.Round(time.Millisecond), lastLine(lead.d.logs.String(), "leadership lost"))
+	if stepped > ttl+500*time.Millisecond {
+		t.Errorf("the leader stepped down %s after quorum was lost, want within lease_ttl (%s)", stepped, ttl)
+	}
+	time.Sleep(2 * ttl)
+	for _, p := range f.procs {
+		if calls := p.prov.since(quorumLost.Add(ttl), nil); len(calls) > 0 {
+			t.Errorf("%s made %d provider call(s) more than lease_ttl after quorum was lost, first %+v", p.name, len(calls), calls[0])
+		}
+	}
+	for _, m := range gone {
+		f.etcd.Restart(t, m)
+	}
+	f.etcd.WaitHealthy(t, 30*time.Second)
+	back := time.Now()
+	open := f.openRotations()
+	next, took := f.waitLeader(f.procs, 30*time.Second)
+	t.Logf("quorum back: %s leads after %s, %d rotation(s) were left open", next.name, took.Round(time.Millisecond), len(open))
+	for _, r := range open {
+		eventually(t, 30*time.Second, "rotation "+r.ID+" to be resumed", func() bool {
+			var cur state.Rotation
+			_ = f.store.View(func(tx state.Tx) (err error) { cur, _, err = tx.Rotation(r.ID); return err })
+			return cur.Step.Terminal()
+		})
+	}
+	eventually(t, 20*time.Second, "rotations to go on after quorum is back", func() bool { return next.creates(back) >= 3 })
 	for _, p := range f.procs {
 		p.d.signal(syscall.SIGTERM)
 		p.d.wait(30 * time.Second)
