@@ -8,6 +8,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.etcd.io/etcd/client/pkg/v3/transport"
@@ -49,6 +50,9 @@ type leadership struct {
 	cli  *clientv3.Client
 	el   *leader.Elector
 	self leader.Info
+	// campaigning is set once the daemon campaigns for good (Start); a
+	// one-shot command campaigns only for its own run.
+	campaigning atomic.Bool
 }
 
 // openState opens the state the config names: the bbolt file, or etcd
@@ -218,6 +222,7 @@ func (a *App) fillRole(ctx context.Context, st *control.Status) {
 // startLeadership campaigns in the background; each term won runs
 // leadTerm. Stop ends the campaign by cancelling ctx, which resigns.
 func (a *App) startLeadership(ctx context.Context) {
+	a.lead.campaigning.Store(true)
 	a.met.Leader(false)
 	a.bg.Go(func() {
 		if err := a.lead.el.Run(ctx); err != nil {
@@ -425,7 +430,7 @@ func (a *App) leadOnce(ctx context.Context) (context.Context, func(), error) {
 	case <-wait.C:
 		err := a.standbyErr(ctx)
 		release()
-		return nil, nil, fmt.Errorf("run -once: %w", err)
+		return nil, nil, fmt.Errorf("waited %s to lead: %w", 3*a.leaseTTL(), err)
 	case <-ctx.Done():
 		release()
 		return nil, nil, ctx.Err()
@@ -437,4 +442,18 @@ func (a *App) leaseTTL() time.Duration {
 		return cfg.State.Etcd.LeaseTTL
 	}
 	return policy.DefaultEtcdLeaseTTL
+}
+
+// manualTerm is termContext for rotations asked for by socket, signal or
+// an in-process command: a daemon must lead; a one-shot command (no
+// daemon runs with this socket) campaigns for its own run.
+func (a *App) manualTerm(ctx context.Context) (context.Context, context.CancelFunc, error) {
+	if a.lead == nil || a.lead.campaigning.Load() {
+		return a.termContext(ctx)
+	}
+	ctx, release, err := a.leadOnce(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	return ctx, release, nil
 }
