@@ -211,6 +211,9 @@ func (a *App) Start(ctx context.Context) error {
 	}
 	bgctx, cancel := context.WithCancel(context.Background())
 	a.cancel = cancel
+	if a.lead != nil {
+		a.lead.campaigning.Store(true) // before the socket takes a rotate
+	}
 	if err := a.listen(rt.cfg); err != nil {
 		cancel()
 		return err
