@@ -36,7 +36,7 @@ const etcdPrefix = "/rotatord-e2e/"
 
 // fleet is several rotatord processes sharing state on one etcd.
 type fleet struct {
-	t     *testing.T
+	t     testing.TB
 	e     *env
 	etcd  *etcdtest.Cluster
 	cli   *clientv3.Client
@@ -130,9 +130,14 @@ func (r *recorder) since(t0 time.Time, keep func(recorded) bool) []recorded {
 
 // newFleet starts an etcd cluster and writes one config per process,
 // each with its own socket and proxies; none is started.
-func newFleet(t *testing.T, e *env, n int, ps []policyYAML, ttl time.Duration) *fleet {
+func newFleet(t testing.TB, e *env, n int, ps []policyYAML, ttl time.Duration) *fleet {
 	t.Helper()
-	f := &fleet{t: t, e: e, etcd: etcdtest.Start(t, 3), ttl: ttl}
+	return newFleetOn(t, e, etcdtest.Start(t, 3), n, ps, ttl)
+}
+
+func newFleetOn(t testing.TB, e *env, c *etcdtest.Cluster, n int, ps []policyYAML, ttl time.Duration) *fleet {
+	t.Helper()
+	f := &fleet{t: t, e: e, etcd: c, ttl: ttl}
 	f.cli = f.etcd.Client(t)
 	e.writeConfig(ps, "")
 	base, err := os.ReadFile(e.cfgPath)

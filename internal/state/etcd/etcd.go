@@ -33,6 +33,7 @@ import (
 	"sync"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/rotatord/rotatord/internal/state"
@@ -391,23 +392,37 @@ func (t *txn) get(key string) ([]byte, error) {
 	if v, ok := t.writes[key]; ok {
 		return v, nil
 	}
-	ctx, cancel := t.b.ctx()
-	defer cancel()
-	opts := []clientv3.OpOption{}
-	if t.rev != 0 {
-		opts = append(opts, clientv3.WithRev(t.rev))
-	}
-	resp, err := t.b.c.Get(ctx, key, opts...)
+	resp, err := t.read(key)
 	if err != nil {
 		return nil, fmt.Errorf("etcd get: %w", err)
-	}
-	if t.rev == 0 {
-		t.rev = resp.Header.Revision
 	}
 	if len(resp.Kvs) == 0 {
 		return nil, nil
 	}
 	return resp.Kvs[0].Value, nil
+}
+
+// read is one range read of the transaction. The first is linearizable
+// and fixes the revision; the later ones read that revision, which every
+// member holds identically, so they are served by the member the client
+// talks to without a round of consensus. A member that has not applied
+// the revision yet answers ErrFutureRev: then the read goes linearizable.
+func (t *txn) read(key string, opts ...clientv3.OpOption) (*clientv3.GetResponse, error) {
+	ctx, cancel := t.b.ctx()
+	defer cancel()
+	if t.rev == 0 {
+		resp, err := t.b.c.Get(ctx, key, opts...)
+		if err == nil {
+			t.rev = resp.Header.Revision
+		}
+		return resp, err
+	}
+	opts = append(opts, clientv3.WithRev(t.rev))
+	resp, err := t.b.c.Get(ctx, key, append(opts, clientv3.WithSerializable())...)
+	if errors.Is(err, rpctypes.ErrFutureRev) {
+		resp, err = t.b.c.Get(ctx, key, opts...)
+	}
+	return resp, err
 }
 
 // commit writes the transaction in one etcd Txn, conditioned on nobody
@@ -554,22 +569,13 @@ type kvPair struct{ Key, Value []byte }
 
 // page reads up to pageSize keys of [lo, hi).
 func (t *txn) page(lo, hi string, reverse bool) ([]kvPair, bool, error) {
-	ctx, cancel := t.b.ctx()
-	defer cancel()
 	order := clientv3.SortAscend
 	if reverse {
 		order = clientv3.SortDescend
 	}
-	opts := []clientv3.OpOption{clientv3.WithRange(hi), clientv3.WithLimit(pageSize), clientv3.WithSort(clientv3.SortByKey, order)}
-	if t.rev != 0 {
-		opts = append(opts, clientv3.WithRev(t.rev))
-	}
-	resp, err := t.b.c.Get(ctx, lo, opts...)
+	resp, err := t.read(lo, clientv3.WithRange(hi), clientv3.WithLimit(pageSize), clientv3.WithSort(clientv3.SortByKey, order))
 	if err != nil {
 		return nil, false, fmt.Errorf("etcd range: %w", err)
-	}
-	if t.rev == 0 {
-		t.rev = resp.Header.Revision
 	}
 	out := make([]kvPair, len(resp.Kvs))
 	for i, kv := range resp.Kvs {
@@ -602,18 +608,9 @@ func (t *txn) Count(bucket string, prefix []byte) (int, error) {
 		err := t.Scan(bucket, prefix, false, func(_, _ []byte) error { n++; return nil })
 		return n, err
 	}
-	ctx, cancel := t.b.ctx()
-	defer cancel()
-	opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithCountOnly()}
-	if t.rev != 0 {
-		opts = append(opts, clientv3.WithRev(t.rev))
-	}
-	resp, err := t.b.c.Get(ctx, start, opts...)
+	resp, err := t.read(start, clientv3.WithRange(end), clientv3.WithCountOnly())
 	if err != nil {
 		return 0, fmt.Errorf("count %s/%q: etcd range: %w", bucket, prefix, err)
-	}
-	if t.rev == 0 {
-		t.rev = resp.Header.Revision
 	}
 	return int(resp.Count), nil
 }
