@@ -2,7 +2,6 @@ package main_test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -383,11 +382,4 @@ func (f *fleet) revision() int64 {
 func leaderName(pid int) string {
 	host, _ := os.Hostname()
 	return fmt.Sprintf("%s/%d", host, pid)
-}
-
-func decodeJSON(t testing.TB, s string, v any) {
-	t.Helper()
-	if err := json.Unmarshal([]byte(s), v); err != nil {
-		t.Fatalf("decode %q: %v", s, err)
-	}
 }
