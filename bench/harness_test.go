@@ -37,7 +37,10 @@ func TestMain(m *testing.M) {
 		defer os.RemoveAll(dir)
 		binDir = dir
 		for _, pkg := range []string{"rotatord", "fakecloud"} {
-			out, err := exec.Command("go", "build", "-o", filepath.Join(dir, pkg), "../cmd/"+pkg).CombinedOutput()
+			// The cpuprofile tag lets ROTATORD_CPUPROFILE profile a
+			// command (cmd/rotatord/cpuprofile_on.go); it costs nothing
+			// when the variable is unset.
+			out, err := exec.Command("go", "build", "-tags", "cpuprofile", "-o", filepath.Join(dir, pkg), "../cmd/"+pkg).CombinedOutput()
 			if err != nil {
 				setupErr = fmt.Errorf("build %s: %v\n%s", pkg, err, out)
 				return m.Run()
@@ -75,10 +78,12 @@ type fakecloud struct {
 	cmd *exec.Cmd
 }
 
-func startFakecloud(tb testing.TB, args ...string) *fakecloud {
+// startFakecloud runs fakecloud with one Sesterce account per key of
+// sesterceKeys (the environment carries them: there may be hundreds).
+func startFakecloud(tb testing.TB, sesterceKeys []string, args ...string) *fakecloud {
 	tb.Helper()
-	cmd := exec.Command(filepath.Join(binDir, "fakecloud"), append([]string{"-listen", "127.0.0.1:0",
-		"-sesterce-key", sesterceKey, "-gcore-key", gcoreKey}, args...)...)
+	cmd := exec.Command(filepath.Join(binDir, "fakecloud"), append([]string{"-listen", "127.0.0.1:0", "-gcore-key", gcoreKey}, args...)...)
+	cmd.Env = append(os.Environ(), "FAKECLOUD_SESTERCE_KEY="+strings.Join(sesterceKeys, ","))
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		tb.Fatal(err)
@@ -138,34 +143,76 @@ func (f *fakecloud) keys(tb testing.TB) []adminKey {
 }
 
 func (f *fakecloud) requests(tb testing.TB) int {
-	var counts map[string]int
-	f.getJSON(tb, "/admin/requests", &counts)
-	return counts["*"]
+	return f.requestCounts(tb)["*"]
 }
 
-// setup is one rotatord configuration over n policies: half Sesterce (the
-// first makes its keys default), half Gcore.
+// requestCounts is the fake's request count per route ("*": all).
+func (f *fakecloud) requestCounts(tb testing.TB) map[string]int {
+	var counts map[string]int
+	f.getJSON(tb, "/admin/requests", &counts)
+	return counts
+}
+
+// setup is one rotatord configuration over n policies: half Sesterce,
+// half Gcore (one project).
 type setup struct {
 	dir     string
 	cfgPath string
 	fake    *fakecloud
 	prefix  string
 	names   []string
+	// accountKeys holds, with one Sesterce account per policy, each
+	// account's API key, in policy order; nil when the Sesterce policies
+	// share the account of sesterceKey.
+	accountKeys []string
 }
 
+// newSetup puts every Sesterce policy on the one account of sesterceKey;
+// only the first makes its keys default, since an account has one default.
 func newSetup(tb testing.TB, fake *fakecloud, n int, policyExtra, providerExtra string) *setup {
+	return buildSetup(tb, fake, n, policyExtra, providerExtra, false)
+}
+
+// newAccountsSetup gives each Sesterce policy an account of its own, so
+// each makes its keys default: every Sesterce rotation does the whole
+// saga (create, makedefault, verifying list). The fake must have been
+// started with sesterceAccountKeys(n).
+func newAccountsSetup(tb testing.TB, fake *fakecloud, n int, policyExtra, providerExtra string) *setup {
+	return buildSetup(tb, fake, n, policyExtra, providerExtra, true)
+}
+
+// sesterceAccountKeys returns the API keys of the Sesterce accounts of
+// newAccountsSetup over n policies, one per even-numbered policy.
+func sesterceAccountKeys(n int) []string {
+	var keys []string
+	for i := 0; i < n; i += 2 {
+		keys = append(keys, fmt.Sprintf("%s-%04d", sesterceKey, i))
+	}
+	return keys
+}
+
+func buildSetup(tb testing.TB, fake *fakecloud, n int, policyExtra, providerExtra string, accounts bool) *setup {
 	tb.Helper()
 	s := &setup{dir: tb.TempDir(), fake: fake, prefix: fmt.Sprintf("ssh/bench%d", time.Now().UnixNano())}
 	var b strings.Builder
 	fmt.Fprintf(&b, "state: {path: %s/state.db}\ncontrol: {socket: %s/ctl.sock}\n", s.dir, s.dir)
 	fmt.Fprintf(&b, "vault: {address: %s, auth: {method: token, token_env: BENCH_VAULT_TOKEN}}\n", vaultSrv.Addr)
-	fmt.Fprintf(&b, "providers:\n  - {name: sesterce, type: sesterce, base_url: %s, api_key_env: BENCH_SESTERCE_KEY%s}\n", fake.URL, providerExtra)
-	fmt.Fprintf(&b, "  - {name: gcore, type: gcore, base_url: %s, api_key_env: BENCH_GCORE_KEY%s}\n", fake.URL, providerExtra)
+	fmt.Fprintf(&b, "providers:\n  - {name: gcore, type: gcore, base_url: %s, api_key_env: BENCH_GCORE_KEY%s}\n", fake.URL, providerExtra)
+	if accounts {
+		s.accountKeys = sesterceAccountKeys(n)
+		for i := 0; i < n; i += 2 {
+			fmt.Fprintf(&b, "  - {name: sesterce-%04d, type: sesterce, base_url: %s, api_key_env: BENCH_SESTERCE_KEY_%04d%s}\n", i, fake.URL, i, providerExtra)
+		}
+	} else {
+		fmt.Fprintf(&b, "  - {name: sesterce, type: sesterce, base_url: %s, api_key_env: BENCH_SESTERCE_KEY%s}\n", fake.URL, providerExtra)
+	}
 	b.WriteString("policies:\n")
 	for i := 0; i < n; i++ {
 		name := fmt.Sprintf("p%04d", i)
 		s.names = append(s.names, name)
-		if i%2 == 0 {
+		if i%2 == 0 && accounts {
+			fmt.Fprintf(&b, "  - {name: %s, provider: sesterce-%04d, make_default: true, vault_path: %s/%s%s}\n", name, i, s.prefix, name, policyExtra)
+		} else if i%2 == 0 {
 			fmt.Fprintf(&b, "  - {name: %s, provider: sesterce, make_default: %v, vault_path: %s/%s%s}\n", name, i == 0, s.prefix, name, policyExtra)
 		} else {
 			fmt.Fprintf(&b, "  - {name: %s, provider: gcore, project_id: %d, vault_path: %s/%s%s}\n", name, project, s.prefix, name, policyExtra)
@@ -179,11 +226,15 @@ func newSetup(tb testing.TB, fake *fakecloud, n int, policyExtra, providerExtra 
 }
 
 func (s *setup) env(extra ...string) []string {
-	return append(append(os.Environ(),
+	env := append(os.Environ(),
 		"BENCH_VAULT_TOKEN="+vaultSrv.RootToken.Reveal(),
 		"BENCH_SESTERCE_KEY="+sesterceKey,
 		"BENCH_GCORE_KEY="+gcoreKey,
-	), extra...)
+	)
+	for i, k := range s.accountKeys {
+		env = append(env, fmt.Sprintf("BENCH_SESTERCE_KEY_%04d=%s", 2*i, k))
+	}
+	return append(env, extra...)
 }
 
 // rotatord runs one command to completion and returns its output and

@@ -2,11 +2,14 @@
 # The way people rotate GPU-cloud SSH keys by hand today, for comparison
 # with rotatord: a loop over ssh-keygen, the vault CLI and curl. It does the
 # same work as one rotatord rotation per policy: generate, store the private
-# key in Vault, upload, make the Sesterce key default.
+# key in Vault, upload, and on Sesterce make the key default and list to
+# check that it is.
 #
-# Environment: FAKE_URL SESTERCE_KEY GCORE_KEY PROJECT VAULT (the vault
-# binary) VAULT_ADDR VAULT_TOKEN N PREFIX
+# Environment: FAKE_URL SESTERCE_KEYS (the even policies' accounts' API
+# keys, space-separated) GCORE_KEY PROJECT VAULT (the vault binary)
+# VAULT_ADDR VAULT_TOKEN N PREFIX
 set -euo pipefail
+read -ra sesterce_keys <<<"$SESTERCE_KEYS"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 for ((i = 0; i < N; i++)); do
@@ -16,12 +19,13 @@ for ((i = 0; i < N; i++)); do
   "$VAULT" kv put -mount=secret "$PREFIX/$name" private_key=@"$tmp/$name" public_key=@"$tmp/$name.pub" >/dev/null
   pub=$(cat "$tmp/$name.pub")
   if ((i % 2 == 0)); then
-    id=$(curl -fsS -X POST -H "x-api-key: $SESTERCE_KEY" -H 'content-type: application/json' \
+    key=${sesterce_keys[i / 2]}
+    id=$(curl -fsS -X POST -H "x-api-key: $key" -H 'content-type: application/json' \
       -d "$(jq -cn --arg n "$keyname" --arg k "$pub" '{name: $n, publicKey: $k}')" \
       "$FAKE_URL/gpu-cloud/ssh-keys" | jq -r ._id)
-    if ((i == 0)); then
-      curl -fsS -X PATCH -H "x-api-key: $SESTERCE_KEY" "$FAKE_URL/gpu-cloud/ssh-keys/$id/makedefault"
-    fi
+    curl -fsS -X PATCH -H "x-api-key: $key" "$FAKE_URL/gpu-cloud/ssh-keys/$id/makedefault"
+    curl -fsS -H "x-api-key: $key" "$FAKE_URL/gpu-cloud/ssh-keys" |
+      jq -e --arg id "$id" '[.[] | select(.isDefault)] | length == 1 and .[0]._id == $id' >/dev/null
   else
     curl -fsS -X POST -H "Authorization: APIKey $GCORE_KEY" -H 'content-type: application/json' \
       -d "$(jq -cn --arg n "$keyname" --arg k "$pub" '{name: $n, public_key: $k}')" \

@@ -33,7 +33,7 @@ func TestSoak(t *testing.T) {
 	const rounds = 3
 	budget := time.Duration(n/10+60) * time.Second
 	seed := time.Now().UnixNano() % 1_000_000
-	fake := startFakecloud(t, "-latency", "5ms", "-seed", strconv.FormatInt(seed, 10),
+	fake := startFakecloud(t, []string{sesterceKey}, "-latency", "5ms", "-seed", strconv.FormatInt(seed, 10),
 		"-error-rate", "0.10", "-error-status", "503", "-rate-limit-rate", "0.05", "-retry-after", "1s", "-hang-rate", "0.01")
 	// Keys fall due 5 s after creation, schedules fire every 3 s, retired
 	// keys go after 5 s; a provider request gives up after 2 s.

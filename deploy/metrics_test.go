@@ -414,8 +414,6 @@ func TestDashboard_queriesParse(t *testing.T) {
 // that does not exist stays silent). The dashboard may not: a panel over a
 // missing metric is a broken panel.
 var announcedMetrics = map[string]string{
-	"rotatord_instances": "§9.1 inventory",
-	"rotatord_hosts":     "§9.2 hosts",
 }
 
 // Every metric an alert reads is exported or announced in DESIGN.md: a

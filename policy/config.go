@@ -2,6 +2,7 @@ package policy
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 
 	"gopkg.in/yaml.v3"
@@ -34,7 +35,7 @@ var (
 	authKeys     = []string{"method", "token_env", "token_file", "role_id_file", "secret_id_file", "approle_mount"}
 	slackKeys    = []string{"token_env", "token_file", "webhook_url_env", "webhook_url_file", "channel"}
 	reportKeys   = []string{"schedule", "channel"}
-	providerKeys = []string{"name", "type", "base_url", "api_key_env", "api_key_file", "rate_limit", "timeout", "concurrency"}
+	providerKeys = []string{"name", "type", "base_url", "api_key_env", "api_key_file", "rate_limit", "timeout", "concurrency", "inventory", "regions"}
 )
 
 // config walks the whole document. Sections are read in dependency order
@@ -459,7 +460,48 @@ func (p *parser) providers(top fields) []Provider {
 			}
 			pr.Concurrency = int(c.v)
 		}
+		pr.NoInventory = !p.boolean(f, w, "inventory").or(true)
+		pr.Regions = p.regions(f, w, pr.Type)
 		out = append(out, pr)
+	}
+	return out
+}
+
+// regions reads a Gcore provider's regions: a list of region IDs, each
+// once.
+func (p *parser) regions(f fields, w where, typ string) []int64 {
+	e, ok := f.m["regions"]
+	if !ok {
+		return nil
+	}
+	n := deref(e.val)
+	if isNull(n) {
+		return nil
+	}
+	if typ == TypeSesterce {
+		p.errorf(e.key.Line, w, "regions", "gcore only: Sesterce lists every instance of the account")
+		return nil
+	}
+	if n.Kind != yaml.SequenceNode {
+		p.errorf(n.Line, w, "regions", "must be a list of Gcore region IDs, such as [76, 124] (got %s)", kindName(n))
+		return nil
+	}
+	if !p.visit(len(n.Content)) {
+		return nil
+	}
+	var out []int64
+	for _, item := range n.Content {
+		item = deref(item)
+		var id int64
+		if item.Kind != yaml.ScalarNode || item.ShortTag() != "!!int" || item.Decode(&id) != nil || id <= 0 {
+			p.gotf(item.Line, w, "regions", item.Value, "list items must be Gcore region IDs (whole numbers above 0)")
+			continue
+		}
+		if slices.Contains(out, id) {
+			p.gotf(item.Line, w, "regions", item.Value, "region listed twice")
+			continue
+		}
+		out = append(out, id)
 	}
 	return out
 }

@@ -51,7 +51,7 @@ func TestParse_document(t *testing.T) {
 		{"top-level x- keys hold anchors", head + "x-base: &base {provider: sesterce-prod}\nx-unused: 1\npolicies:\n  - {<<: *base, name: a, vault_path: a, providr: x}\n", []string{
 			`x.yaml:7: policy "a": providr: unknown key; did you mean provider?`}},
 		{"x- keys only at the top", head + "policies:\n  - {name: a, provider: sesterce-prod, vault_path: a, x-note: hi}\n", []string{
-			`x.yaml:5: policy "a": x-note: unknown key; expected one of name, provider, project_id, shared_in_project, schedule, max_age, rotate_before, grace_period, max_failures, key, make_default, name_prefix, vault_path, notify, window, jitter`}},
+			`x.yaml:5: policy "a": x-note: unknown key; expected one of name, provider, project_id, shared_in_project, schedule, max_age, rotate_before, grace_period, max_failures, key, make_default, name_prefix, vault_path, notify, window, jitter, hosts`}},
 		{"vault path with dot-dot", head + "policies:\n  - {name: a, provider: sesterce-prod, vault_path: ssh/../root}\n", []string{
 			`x.yaml:5: policy "a": vault_path: must not contain ".." segments (got "ssh/../root")`}},
 		{"socket path too long", head + "control: {socket: /run/" + strings.Repeat("s", 110) + "}\npolicies: [{name: a, provider: sesterce-prod, vault_path: a}]\n", []string{

@@ -52,7 +52,8 @@ func (p Policy) OwnsKeyName(name string) bool {
 // Events lists every notification event, in the order of the default
 // notify.on.
 func Events() []string {
-	return []string{EventRotated, EventDeleted, EventFailed, EventOverdue, EventFailing, EventRecovered}
+	return []string{EventRotated, EventDeleted, EventFailed, EventOverdue, EventFailing, EventRecovered, EventExposed,
+		EventHostUpdated, EventHostUnreachable, EventHostKeyChanged}
 }
 
 // nameChars reports whether s uses only the characters that are safe in

@@ -159,7 +159,13 @@ func TestParse_invalid(t *testing.T) {
 			`invalid/no_policies.yaml:14: policies: at least one policy is required; there is nothing to rotate`,
 		}},
 		{"notify_unknown_event", []string{
-			`invalid/notify_unknown_event.yaml:20: policy "gpu-team": notify.on: unknown event; events are rotated, deleted, failed, overdue, failing or recovered (got "rotate")`,
+			`invalid/notify_unknown_event.yaml:20: policy "gpu-team": notify.on: unknown event; events are rotated, deleted, failed, overdue, failing, recovered, exposed, host_updated, host_unreachable or host_key_changed (got "rotate")`,
+		}},
+		{"inventory_regions", []string{
+			`invalid/inventory_regions.yaml:9: provider "sesterce-prod": regions: gcore only: Sesterce lists every instance of the account`,
+			`invalid/inventory_regions.yaml:13: provider "gcore-prod": inventory: must be true or false (got "sometimes")`,
+			`invalid/inventory_regions.yaml:14: provider "gcore-prod": regions: list items must be Gcore region IDs (whole numbers above 0) (got "luxembourg")`,
+			`invalid/inventory_regions.yaml:14: provider "gcore-prod": regions: region listed twice (got "76")`,
 		}},
 		{"concurrency_zero", []string{
 			`invalid/concurrency_zero.yaml:11: provider "sesterce-prod": concurrency: must be from 1 to 256 requests in flight (got "0")`,
@@ -270,7 +276,7 @@ func TestParse_invalid(t *testing.T) {
 			`invalid/webhook_without_secret.yaml:13: webhook "deploy": secret_env: one of secret_env or secret_file is required`,
 		}},
 		{"webhook_unknown_event", []string{
-			`invalid/webhook_unknown_event.yaml:15: webhook #1: events: unknown event; events are rotated, deleted, failed, overdue, failing, recovered, reload_failed or leader_changed (got "expired")`,
+			`invalid/webhook_unknown_event.yaml:15: webhook #1: events: unknown event; events are rotated, deleted, failed, overdue, failing, recovered, exposed, host_updated, host_unreachable, host_key_changed, reload_failed or leader_changed (got "expired")`,
 		}},
 		{"webhook_no_events", []string{
 			`invalid/webhook_no_events.yaml:16: webhook "deploy": events: must name at least one event; leave it out for every event`,
@@ -324,7 +330,7 @@ func TestParse_manyMistakes(t *testing.T) {
 
 const day = 24 * time.Hour
 
-var allEvents = []string{"rotated", "deleted", "failed", "overdue", "failing", "recovered"}
+var allEvents = []string{"rotated", "deleted", "failed", "overdue", "failing", "recovered", "exposed", "host_updated", "host_unreachable", "host_key_changed"}
 
 // The parsed config carries every resolved value, so nothing downstream
 // applies a default again.
@@ -566,7 +572,7 @@ func TestLoad_exampleDocumentsEveryKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	text := string(b)
-	for _, keys := range [][]string{topKeys, vaultKeys, authKeys, slackKeys, reportKeys, providerKeys, policyKeys, keySpecKeys, notifyKeys, windowKeys, webhookKeys,
+	for _, keys := range [][]string{topKeys, vaultKeys, authKeys, slackKeys, reportKeys, providerKeys, policyKeys, keySpecKeys, notifyKeys, windowKeys, webhookKeys, hostsKeys,
 		{"path", "socket", "listen"}} {
 		for _, k := range keys {
 			if !strings.Contains(text, " "+k+":") && !strings.Contains(text, "\n"+k+":") {

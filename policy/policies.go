@@ -23,7 +23,7 @@ const (
 )
 
 var (
-	policyKeys  = []string{"name", "provider", "project_id", "shared_in_project", "schedule", "max_age", "rotate_before", "grace_period", "max_failures", "key", "make_default", "name_prefix", "vault_path", "notify", "window", "jitter"}
+	policyKeys  = []string{"name", "provider", "project_id", "shared_in_project", "schedule", "max_age", "rotate_before", "grace_period", "max_failures", "key", "make_default", "name_prefix", "vault_path", "notify", "window", "jitter", "hosts"}
 	keySpecKeys = []string{"type", "bits", "curve", "generate"}
 	notifyKeys  = []string{"channel", "on"}
 	curves      = []string{"p256", "p384", "p521"}
@@ -40,6 +40,7 @@ type rawPolicy struct {
 	keyType, keyCurve, keyGenerate, channel         val[string]
 	on                                              val[[]string]
 	window                                          val[windowSpec]
+	hosts                                           val[Hosts]
 }
 
 // own reports whether the value was written, well formed, in the policy
@@ -114,6 +115,7 @@ func (p *parser) policyFields(f fields, w where) rawPolicy {
 	}
 	rp.window = p.window(f, w)
 	rp.jitter = p.duration(f, w, "jitter")
+	rp.hosts = p.hosts(f, w)
 	return rp
 }
 
@@ -349,6 +351,12 @@ func (p *parser) resolve(rp, defs rawPolicy, w where, slack *SlackConfig, provTy
 	pol.Jitter = jitter.or(0)
 	p.jitterFits(w, jitter, schedule, window, false)
 	p.windowFits(w, window, rotateBefore, jitter, false)
+
+	if hosts := pick(rp.hosts, defs.hosts); hosts.set {
+		h := hosts.v
+		h.Targets = slices.Clone(h.Targets)
+		pol.Hosts = &h
+	}
 
 	prefix := pick(rp.namePrefix, defs.namePrefix)
 	switch {

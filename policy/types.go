@@ -32,6 +32,16 @@ const (
 	EventOverdue   = "overdue"
 	EventFailing   = "failing"
 	EventRecovered = "recovered"
+	// EventExposed: a machine still runs with a key rotatord retired or
+	// deleted, or with one past max_age (DESIGN.md §9.1); sent once per key.
+	EventExposed = "exposed"
+
+	// Host rotation (DESIGN.md §9.2): the current key reached hosts (one
+	// event per rotation or run, listing them), a host stopped answering
+	// (once per host and streak), a host presented another host key.
+	EventHostUpdated     = "host_updated"
+	EventHostUnreachable = "host_unreachable"
+	EventHostKeyChanged  = "host_key_changed"
 
 	// The daemon raises these, not a policy: a reload that kept the old
 	// config, the scheduled compliance digest, and (with state on etcd) a
@@ -113,7 +123,14 @@ type Provider struct {
 	// Concurrency bounds the requests in flight to this account; 0 = the
 	// engine's default (8).
 	Concurrency int
-	Line        int // line in the config file, for messages
+	// NoInventory is `inventory: false`: runs do not list the account's
+	// machines and the key each was provisioned with (DESIGN.md §9.1),
+	// which they do by default.
+	NoInventory bool
+	// Regions are the Gcore region IDs the inventory lists; empty means
+	// every region in state ACTIVE. Gcore only.
+	Regions []int64
+	Line    int // line in the config file, for messages
 }
 
 // KeySpec says what kind of key to make and who makes it.
@@ -155,7 +172,10 @@ type Policy struct {
 	// provider in the same second. Always shorter than the schedule's
 	// shortest interval; 0 (the default) means none.
 	Jitter time.Duration
-	Line   int // line in the config file, for messages
+	// Hosts, when set, keeps running machines' authorized_keys converged
+	// with the policy's keys (DESIGN.md §9.2); nil means off.
+	Hosts *Hosts
+	Line  int // line in the config file, for messages
 }
 
 // Wants reports whether the policy subscribes to event.

@@ -84,6 +84,10 @@ sleep 0.5
 say "Compliance report"
 bin/rotatord report -config examples/demo.yaml -fail-on overdue
 
+say "The same report as one HTML page for auditors: $DEMO/report.html"
+bin/rotatord report -config examples/demo.yaml -format html -out "$DEMO/report.html"
+echo "  open it in a browser, or: scripts/screenshot.sh $DEMO/report.html docs/report-demo.png"
+
 say "Current key of each policy in Vault"
 for path in ssh/demo/gpu-team ssh/demo/inference; do
   printf '  secret/%s: %s %s\n' "$path" \

@@ -10,7 +10,11 @@
 //
 // API keys come from -sesterce-key / -gcore-key, or better (they stay out
 // of the process list) from FAKECLOUD_SESTERCE_KEY / FAKECLOUD_GCORE_KEY;
-// without either, the fake accepts cloudtest's default keys.
+// without either, the fake accepts cloudtest's default keys. Each Sesterce
+// key is its own account, with its own keys and default key, as on
+// Sesterce where an API key belongs to a user: repeat -sesterce-key, or
+// separate the keys with commas in FAKECLOUD_SESTERCE_KEY. /admin/keys
+// tags every Sesterce key with its account (0 for the first API key).
 //
 // Admin endpoints, unauthenticated (keep -listen on loopback):
 //
@@ -61,6 +65,7 @@ import (
 	"os"
 	"os/signal"
 	"slices"
+	"strings"
 	"syscall"
 	"time"
 
@@ -78,6 +83,7 @@ func main() {
 type config struct {
 	listen        string
 	sesterceKey   secret.Secret
+	moreSesterce  []secret.Secret // accounts 1, 2, ...
 	unknownKey    secret.Secret
 	gcoreKey      secret.Secret
 	latency       time.Duration
@@ -93,11 +99,15 @@ type config struct {
 
 func parseFlags(args []string, stderr io.Writer, getenv func(string) string) (config, error) {
 	var c config
-	var sesterceKey, unknownKey, gcoreKey string
+	var sesterceKeys []string
+	var unknownKey, gcoreKey string
 	fs := flag.NewFlagSet("fakecloud", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&c.listen, "listen", "127.0.0.1:8088", "address to listen on (port 0 picks a free port)")
-	fs.StringVar(&sesterceKey, "sesterce-key", "", "Sesterce x-api-key to accept (default $FAKECLOUD_SESTERCE_KEY, else "+cloudtest.DefaultSesterceAPIKey.Reveal()+")")
+	fs.Func("sesterce-key", "Sesterce x-api-key to accept; repeat it for more accounts, one per key (default $FAKECLOUD_SESTERCE_KEY, comma-separated, else "+cloudtest.DefaultSesterceAPIKey.Reveal()+")", func(v string) error {
+		sesterceKeys = append(sesterceKeys, v)
+		return nil
+	})
 	fs.StringVar(&unknownKey, "sesterce-unknown-key", "", `a Sesterce key to answer with 404 "API key not found"`)
 	fs.StringVar(&gcoreKey, "gcore-key", "", "Gcore APIKey token to accept (default $FAKECLOUD_GCORE_KEY, else "+cloudtest.DefaultGcoreAPIKey.Reveal()+")")
 	fs.DurationVar(&c.latency, "latency", 0, "delay before every API response")
@@ -115,7 +125,25 @@ func parseFlags(args []string, stderr io.Writer, getenv func(string) string) (co
 	if fs.NArg() > 0 {
 		return config{}, fmt.Errorf("unexpected arguments: %q", fs.Args())
 	}
-	c.sesterceKey = secret.Secret(cmp.Or(sesterceKey, getenv("FAKECLOUD_SESTERCE_KEY")))
+	if len(sesterceKeys) == 0 && getenv("FAKECLOUD_SESTERCE_KEY") != "" {
+		sesterceKeys = strings.Split(getenv("FAKECLOUD_SESTERCE_KEY"), ",")
+	}
+	seen := map[string]bool{}
+	for i, k := range sesterceKeys {
+		switch {
+		case k == "":
+			return config{}, fmt.Errorf("sesterce key %d of %d is empty", i+1, len(sesterceKeys))
+		case seen[k]:
+			// Not echoed: it is a credential.
+			return config{}, fmt.Errorf("sesterce key %d of %d repeats an earlier one: each key is one account", i+1, len(sesterceKeys))
+		}
+		seen[k] = true
+		if i == 0 {
+			c.sesterceKey = secret.Secret(k)
+		} else {
+			c.moreSesterce = append(c.moreSesterce, secret.Secret(k))
+		}
+	}
 	c.gcoreKey = secret.Secret(cmp.Or(gcoreKey, getenv("FAKECLOUD_GCORE_KEY")))
 	c.unknownKey = secret.Secret(unknownKey)
 	return c, nil
@@ -156,6 +184,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 
 	fake := cloudtest.New(cloudtest.Options{
 		SesterceAPIKey:        c.sesterceKey,
+		SesterceAPIKeys:       c.moreSesterce,
 		SesterceUnknownAPIKey: c.unknownKey,
 		GcoreAPIKey:           c.gcoreKey,
 		Latency:               c.latency,

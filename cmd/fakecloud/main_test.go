@@ -218,6 +218,18 @@ func TestParseFlags(t *testing.T) {
 				t.Errorf("keys %q %q, want the env values", c.sesterceKey.Reveal(), c.gcoreKey.Reveal())
 			}
 		}},
+		{name: "sesterce accounts from env", env: map[string]string{"FAKECLOUD_SESTERCE_KEY": "s0,s1,s2"}, check: func(t *testing.T, c config) {
+			if c.sesterceKey.Reveal() != "s0" || len(c.moreSesterce) != 2 || c.moreSesterce[1].Reveal() != "s2" {
+				t.Errorf("sesterce keys %q + %d more, want s0 + [s1 s2]", c.sesterceKey.Reveal(), len(c.moreSesterce))
+			}
+		}},
+		{name: "sesterce accounts from flags", args: []string{"-sesterce-key", "f0", "-sesterce-key", "f1"}, env: map[string]string{"FAKECLOUD_SESTERCE_KEY": "e0,e1,e2"}, check: func(t *testing.T, c config) {
+			if c.sesterceKey.Reveal() != "f0" || len(c.moreSesterce) != 1 || c.moreSesterce[0].Reveal() != "f1" {
+				t.Errorf("sesterce keys %q + %d more, want f0 + [f1]", c.sesterceKey.Reveal(), len(c.moreSesterce))
+			}
+		}},
+		{name: "repeated sesterce key", env: map[string]string{"FAKECLOUD_SESTERCE_KEY": "s0,s1,s0"}, wantErr: true},
+		{name: "empty sesterce key", env: map[string]string{"FAKECLOUD_SESTERCE_KEY": "s0,,s1"}, wantErr: true},
 		{name: "flag beats env", args: []string{"-gcore-key", "flag"}, env: map[string]string{"FAKECLOUD_GCORE_KEY": "env"}, check: func(t *testing.T, c config) {
 			if c.gcoreKey.Reveal() != "flag" {
 				t.Errorf("gcore key %q, want flag", c.gcoreKey.Reveal())
@@ -346,5 +358,34 @@ func TestRun_AdminInstances(t *testing.T) {
 	}
 	if code, body := do(t, "POST", url+"/admin/regions", nil, `{"name":"no id"}`); code != 400 {
 		t.Errorf("add region without id: %d %s, want 400", code, body)
+	}
+}
+
+// TestRun_SesterceAccounts: two Sesterce keys are two accounts; a key made
+// by one is not listed by the other, and /admin/keys says whose it is.
+func TestRun_SesterceAccounts(t *testing.T) {
+	url := start(t, map[string]string{"FAKECLOUD_SESTERCE_KEY": "acct-a,acct-b"})
+	if code, body := do(t, "POST", url+"/gpu-cloud/ssh-keys", map[string]string{"x-api-key": "acct-b"}, fmt.Sprintf(`{"name":"b1","publicKey":%q}`, testPub)); code != 201 {
+		t.Fatalf("create with the second key: %d %s", code, body)
+	}
+	for key, want := range map[string]int{"acct-a": 0, "acct-b": 1} {
+		code, body := do(t, "GET", url+"/gpu-cloud/ssh-keys", map[string]string{"x-api-key": key}, "")
+		var keys []map[string]any
+		if err := json.Unmarshal([]byte(body), &keys); code != 200 || err != nil || len(keys) != want {
+			t.Errorf("list with %s: %d %s, want %d keys", key, code, body, want)
+		}
+	}
+	_, body := do(t, "GET", url+"/admin/keys", nil, "")
+	var view struct {
+		Sesterce []struct {
+			Account int    `json:"account"`
+			Name    string `json:"name"`
+		} `json:"sesterce"`
+	}
+	if err := json.Unmarshal([]byte(body), &view); err != nil || len(view.Sesterce) != 1 || view.Sesterce[0].Account != 1 {
+		t.Errorf("admin keys %s, want b1 in account 1", body)
+	}
+	if strings.Contains(body, "acct-") {
+		t.Error("the keys view shows an API key")
 	}
 }

@@ -36,6 +36,7 @@ func cmdCheck(_ context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	printSummary(stdout, cfg, time.Now())
+	printHostsSummary(stdout, cfg)
 	return nil
 }
 
@@ -154,6 +155,8 @@ func printPlan(w io.Writer, plans []rotate.PolicyPlan, now time.Time) {
 			}
 			fmt.Fprintf(w, "  %-12s %s%s%s\n", a.Kind, key, when, detail)
 		}
+		printLeftBehind(w, pp.LeftBehind)
+		printHostPlans(w, pp.Hosts)
 	}
 }
 

@@ -25,7 +25,7 @@ const (
 	exitOK      = 0
 	exitFailed  = 1 // the command ran and something failed (invalid config, failed rotation)
 	exitUsage   = 2 // bad flags or arguments
-	exitOverdue = 3 // report -fail-on overdue found an overdue or failing key
+	exitOverdue = 3 // report -fail-on found one of its conditions (overdue: an overdue or failing key)
 )
 
 func main() {
@@ -42,7 +42,7 @@ Usage:
   rotatord check   -config FILE               validate the config; exit 1 if invalid
   rotatord plan    -config FILE               dry run: what would be created, defaulted, deleted now
   rotatord rotate  -config FILE (-policy NAME... | -all) [-emergency]
-  rotatord report  -config FILE [-format table|json|csv|markdown|html] [-out FILE] [-fail-on overdue]
+  rotatord report  -config FILE [-format table|json|csv|markdown|html] [-out FILE] [-fail-on overdue[,...]]
   rotatord status  -config FILE               the running daemon's view
   rotatord reload  -config FILE               make the running daemon re-read its config (like SIGHUP, with the outcome)
   rotatord audit   export -config FILE [-since TIME] [-format jsonl|csv] [-out FILE]
@@ -79,7 +79,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "rotatord: unknown command %q\n\n%s", args[0], usage)
 		return exitUsage
 	}
+	stopProfile := startCPUProfile(stderr)
 	err := cmd(context.Background(), args[1:], stdout, stderr)
+	stopProfile()
 	var ec exitCode
 	switch {
 	case err == nil:

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rotatord/rotatord/internal/control"
 	"github.com/rotatord/rotatord/internal/rotate"
 )
 
@@ -70,5 +71,31 @@ func TestPrintSummary_jitterAndWindow(t *testing.T) {
 	inf := strings.Join(fields("gcore-prod"), " ")
 	if want := "inference 0 3 * * * - 2026-11-28T03:00:00Z 90d - ssh/gcore/inference"; !strings.Contains(inf, want) {
 		t.Errorf("inference row %q, want it to contain %q", inf, want)
+	}
+}
+
+// check lists each policy's hosts and how their host keys are checked.
+func TestPrintHostsSummary(t *testing.T) {
+	cfg, err := loadConfig("../../policies.example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b bytes.Buffer
+	printHostsSummary(&b, cfg)
+	want := "gpu-team  ubuntu@10.0.0.5:22 ubuntu@10.0.0.6:2222  known_hosts /etc/rotatord/known_hosts  .ssh/authorized_keys  16           30s"
+	if !strings.Contains(b.String(), want) || strings.Contains(b.String(), "inference") {
+		t.Errorf("hosts summary:\n%s\nwant a row %q and no row for inference", b.String(), want)
+	}
+}
+
+// status counts each policy's hosts by status.
+func TestPrintHostsStatus(t *testing.T) {
+	var b bytes.Buffer
+	printHostsStatus(&b, control.Status{Policies: []control.PolicyStatus{
+		{Name: "gpu-team", Hosts: map[string]int{"ok": 18, "stale": 1, "unreachable": 1}},
+		{Name: "inference"},
+	}})
+	if got, want := b.String(), "\ngpu-team: hosts 18 ok, 1 stale, 1 unreachable, 0 unverified"; got != want {
+		t.Errorf("got %q, want %q", got, want)
 	}
 }

@@ -142,11 +142,13 @@ func printStatus(w io.Writer, st control.Status, now time.Time) {
 			rotate.FormatAge(time.Duration(p.MaxAgeSeconds)*time.Second), next, window, last, inflight)
 	}
 	tw.Flush()
+	printHostsStatus(w, st)
 	for _, p := range st.Policies {
 		if p.LastError != "" {
 			fmt.Fprintf(w, "\n%s: last error: %s", p.Name, p.LastError)
 		}
 	}
+	printOldKeyMachines(w, st.Policies)
 }
 
 func cmdReport(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -154,15 +156,16 @@ func cmdReport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	config := fs.String("config", "", "config `FILE`")
 	format := fs.String("format", "table", "output `format`: table, json, csv, markdown or html")
 	out := fs.String("out", "", "write to `FILE` (mode 0640) instead of standard output")
-	failOn := fs.String("fail-on", "", "exit 3 when any key is `overdue` (or failing)")
+	failOn := fs.String("fail-on", "", "exit 3 when any of these `conditions` holds: a comma list of "+strings.Join(report.GateNames(), ", "))
 	if err := parseFlags(fs, args, config); err != nil {
 		return err
 	}
 	if !slices.Contains(report.Formats(), *format) {
 		return usageErr("unknown -format %q (want one of %v)", *format, report.Formats())
 	}
-	if *failOn != "" && *failOn != "overdue" {
-		return usageErr("unknown -fail-on %q (want overdue)", *failOn)
+	gates, err := report.ParseGates(*failOn)
+	if err != nil {
+		return usageErr("%v", err)
 	}
 	rep, err := fetchReport(ctx, *config, stderr)
 	if err != nil {
@@ -171,8 +174,8 @@ func cmdReport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err := writeOutput(stdout, *out, func(w io.Writer) error { return rep.Write(w, *format) }); err != nil {
 		return err
 	}
-	if *failOn == "overdue" && rep.Failing() {
-		return exitCode{code: exitOverdue, msg: "report: some keys are overdue or failing"}
+	if tripped := rep.Tripped(gates); len(tripped) > 0 {
+		return exitCode{code: exitOverdue, msg: "report: -fail-on " + strings.Join(tripped, ",") + " holds"}
 	}
 	return nil
 }

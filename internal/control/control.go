@@ -48,6 +48,12 @@ type PolicyStatus struct {
 	Failing             bool      `json:"failing"`
 	InFlight            bool      `json:"in_flight"`
 	RetiringKeys        int       `json:"retiring_keys"`
+	// InstancesOnOldKeys counts the running machines (last inventory)
+	// provisioned with a key of the policy that is not its current one.
+	InstancesOnOldKeys int `json:"instances_on_old_keys"`
+	// Hosts counts the policy's hosts by status (ok, stale, unreachable,
+	// unverified); nil for a policy without hosts.
+	Hosts map[string]int `json:"hosts,omitempty"`
 }
 
 // Status is the daemon's whole view.

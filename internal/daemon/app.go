@@ -17,6 +17,7 @@ import (
 
 	"github.com/rotatord/rotatord/internal/cloud"
 	"github.com/rotatord/rotatord/internal/control"
+	"github.com/rotatord/rotatord/internal/inventory"
 	"github.com/rotatord/rotatord/internal/rotate"
 	"github.com/rotatord/rotatord/internal/scheduler"
 	"github.com/rotatord/rotatord/internal/state"
@@ -49,6 +50,9 @@ type Options struct {
 	// Keys replaces the Vault client (tests: vaulttest.Memory); nil logs in
 	// to the Vault the config names.
 	Keys rotate.KeyStore
+	// HostSource finds the running instances of policies with
+	// hosts.discover (the instance inventory); nil: static targets only.
+	HostSource rotate.HostSource
 }
 
 // App is one rotatord process.
@@ -63,6 +67,7 @@ type App struct {
 	// each with its own outbox and dispatcher.
 	channels []channel
 	locks    *rotate.Locks
+	flights  *inventory.Flights // instance listings shared by the runs of every config
 	met      *Metrics
 	// lead is this process's part in the election; nil with bbolt.
 	lead *leadership
@@ -103,6 +108,7 @@ type runtime struct {
 	cfg       *policy.Config
 	providers map[string]cloud.Provider
 	engine    *rotate.Engine
+	inv       *inventory.Collector
 	sched     *scheduler.Scheduler
 	loaded    time.Time
 }
@@ -119,7 +125,7 @@ func New(ctx context.Context, cfg *policy.Config, opts Options) (*App, error) {
 	if opts.Load == nil {
 		opts.Load = policy.Load
 	}
-	a := &App{opts: opts, log: opts.Logger, locks: rotate.NewLocks(), met: NewMetrics(), audit: &auditKeys{}}
+	a := &App{opts: opts, log: opts.Logger, locks: rotate.NewLocks(), flights: inventory.NewFlights(), met: NewMetrics(), audit: &auditKeys{}}
 	a.halt, a.haltRuns = context.WithCancel(context.Background())
 	db, err := a.openState(cfg)
 	if err != nil {
@@ -178,8 +184,9 @@ func (a *App) build(cfg *policy.Config) (*runtime, error) {
 		Journal: a.db, Keys: a.fencedKeys(a.keys), Providers: engProvs, Locks: a.locks, ProviderConcurrency: conc,
 		Logger: a.log.With("component", "rotate"), Kick: a.kick, Hook: a.opts.Hook,
 		BackoffBase: a.opts.BackoffBase, Sinks: a.sinks(), Ready: a.audit.Load,
+		HostSource: a.opts.HostSource,
 	})
-	rt := &runtime{cfg: cfg, providers: provs, engine: eng, loaded: time.Now()}
+	rt := &runtime{cfg: cfg, providers: provs, engine: eng, inv: a.newInventory(cfg, provs), loaded: time.Now()}
 	if rt.sched, err = a.schedule(rt); err != nil {
 		return nil, err
 	}

@@ -36,6 +36,10 @@ func (a *App) Status(ctx context.Context) (control.Status, error) {
 			return err
 		}
 		st.OutboxPending = n
+		old, err := a.notCurrent(tx, rt.cfg)
+		if err != nil {
+			return err
+		}
 		for _, p := range rt.cfg.Policies {
 			ps := control.PolicyStatus{Name: p.Name, Provider: p.Provider, MaxAgeSeconds: int64(p.MaxAge / time.Second), InFlight: a.locks.Busy(p.Name)}
 			if rt.sched != nil {
@@ -62,6 +66,14 @@ func (a *App) Status(ctx context.Context) (control.Status, error) {
 				if r.Status == state.KeyRetiring {
 					ps.RetiringKeys++
 				}
+			}
+			ps.InstancesOnOldKeys = old[p.Name]
+			if p.Hosts != nil {
+				rows, err := report.PolicyHosts(tx, &p, now)
+				if err != nil {
+					return err
+				}
+				ps.Hosts = report.CountHosts(rows)
 			}
 			st.Policies = append(st.Policies, ps)
 		}

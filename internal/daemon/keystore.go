@@ -39,7 +39,7 @@ func (a *App) openVault(ctx context.Context, cfg *policy.Config) error {
 		}
 		vc.Auth.Token = tok
 	}
-	a.vault = &keyStore{cfg: vc, log: a.log.With("component", "vault")}
+	a.vault = &keyStore{cfg: vc, log: a.log.With("component", "vault"), slots: make(chan struct{}, vaultInFlight)}
 	if _, err := a.vault.connect(ctx); err != nil {
 		if !transient(err) {
 			return err
@@ -49,12 +49,26 @@ func (a *App) openVault(ctx context.Context, cfg *policy.Config) error {
 	return nil
 }
 
+// vaultInFlight bounds the key store requests in flight, to the idle
+// connections the Vault client keeps (64, internal/vault). Rotations in
+// flight are bounded per provider account, so with hundreds of accounts
+// hundreds of rotations reach Vault at once: each request beyond the
+// pool dialled a connection that was closed again when it went back, and
+// the dials and closes cost rotatord and Vault more CPU than the requests
+// themselves (make bench-rotations, README). On loopback or a LAN a Vault
+// request takes a millisecond or two, so 64 at a time is not a
+// bottleneck: the bound only makes requests wait for a warm connection.
+const vaultInFlight = 64
+
 // keyStore is the rotation engine's Vault: a vault.Store made at the first
 // login that succeeds, whether at start, in the background (watch) or at
 // the first use.
 type keyStore struct {
 	cfg vault.Config
 	log *slog.Logger
+	// slots holds one token per key store request in flight
+	// (vaultInFlight).
+	slots chan struct{}
 
 	mu      sync.Mutex
 	st      *vault.Store
@@ -161,35 +175,55 @@ func transient(err error) bool {
 	return errors.Is(err, vault.ErrUnreachable) || errors.Is(err, vault.ErrSealed)
 }
 
+// acquire waits for a request slot (vaultInFlight), logging in first if
+// needed; release gives the slot back.
+func (k *keyStore) acquire(ctx context.Context) (st *vault.Store, release func(), err error) {
+	select {
+	case k.slots <- struct{}{}:
+	case <-ctx.Done():
+		return nil, nil, fmt.Errorf("vault: wait for a request slot: %w", ctx.Err())
+	}
+	release = func() { <-k.slots }
+	if st, err = k.connect(ctx); err != nil {
+		release()
+		return nil, nil, err
+	}
+	return st, release, nil
+}
+
 func (k *keyStore) Put(ctx context.Context, path string, data map[string]string, cas int) (int, error) {
-	st, err := k.connect(ctx)
+	st, release, err := k.acquire(ctx)
 	if err != nil {
 		return 0, err
 	}
+	defer release()
 	return st.Put(ctx, path, data, cas)
 }
 
 func (k *keyStore) Get(ctx context.Context, path string) (map[string]string, int, error) {
-	st, err := k.connect(ctx)
+	st, release, err := k.acquire(ctx)
 	if err != nil {
 		return nil, 0, err
 	}
+	defer release()
 	return st.Get(ctx, path)
 }
 
 func (k *keyStore) GetVersion(ctx context.Context, path string, version int) (map[string]string, error) {
-	st, err := k.connect(ctx)
+	st, release, err := k.acquire(ctx)
 	if err != nil {
 		return nil, err
 	}
+	defer release()
 	return st.GetVersion(ctx, path, version)
 }
 
 func (k *keyStore) Delete(ctx context.Context, path string) error {
-	st, err := k.connect(ctx)
+	st, release, err := k.acquire(ctx)
 	if err != nil {
 		return err
 	}
+	defer release()
 	return st.Delete(ctx, path)
 }
 

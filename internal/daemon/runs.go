@@ -77,12 +77,15 @@ func (a *App) runPolicy(ctx context.Context, rt *runtime, p policy.Policy, opts 
 		return rotate.Result{Policy: p.Name} // a standby: the leader runs the schedules
 	}
 	defer done()
+	start := time.Now()
 	res, err := rt.engine.Run(ctx, p, opts)
 	res.Err = err
 	a.met.Observe(p, res)
 	if errors.Is(err, rotate.ErrBusy) {
 		a.log.Info("run skipped: policy already in flight", "policy", p.Name, "trigger", opts.Trigger)
+		return res
 	}
+	a.refreshInventory(ctx, rt, []policy.Policy{p}, start)
 	return res
 }
 
@@ -103,10 +106,16 @@ func (a *App) sweepLoop(ctx context.Context) {
 			pruned = time.Now()
 		}
 		rt := a.runtime()
+		deleted := false
 		for _, p := range rt.cfg.Policies {
-			if _, err := rt.engine.Sweep(ctx, p); err != nil && ctx.Err() == nil {
+			ids, err := rt.engine.Sweep(ctx, p)
+			if err != nil && ctx.Err() == nil {
 				a.log.Error("retire sweep", "policy", p.Name, "err", err)
 			}
+			deleted = deleted || len(ids) > 0
+		}
+		if deleted {
+			a.evaluateExposure(ctx, rt)
 		}
 	}
 }
@@ -166,10 +175,12 @@ func (a *App) RotatePolicies(ctx context.Context, names []string, emergency bool
 }
 
 func (a *App) runAll(ctx context.Context, rt *runtime, ps []policy.Policy, opts rotate.Options) []rotate.Result {
+	start := time.Now()
 	results := rt.engine.RunAll(ctx, ps, opts)
 	for i, res := range results {
 		a.met.Observe(ps[i], res)
 	}
+	a.refreshInventory(ctx, rt, ps, start)
 	return results
 }
 
@@ -184,6 +195,9 @@ func (a *App) Plans(ctx context.Context) ([]rotate.PolicyPlan, error) {
 			errs = append(errs, fmt.Errorf("policy %q: %w", p.Name, err))
 		}
 		plans = append(plans, pp)
+	}
+	if err := a.leftBehind(rt, plans); err != nil {
+		errs = append(errs, err)
 	}
 	return plans, errors.Join(errs...)
 }

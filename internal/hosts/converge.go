@@ -48,6 +48,9 @@ func Converge(ctx context.Context, t Target, keys Keys, opts Options) (res Resul
 	if err := ctx.Err(); err != nil {
 		return fail(StatusStale, "start", err)
 	}
+	if opts.beforeRename == nil {
+		opts.beforeRename = opts.BeforeRename
+	}
 	keys, err := keys.normalized()
 	if err != nil {
 		return fail(StatusStale, "validate keys", err)

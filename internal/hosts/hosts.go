@@ -368,6 +368,11 @@ type Options struct {
 	// it finishes, one call at a time, so the caller can persist progress.
 	OnResult func(Result)
 
+	// BeforeRename, when set, runs just before the file is re-read for the
+	// final comparison before a rename. It is for tests of callers (an
+	// edit at that instant must not be overwritten); nil in production.
+	BeforeRename func(t Target, path string)
+
 	// beforeRename, when set by tests, runs just before the file is re-read
 	// for the final comparison, so a test can edit the file at that instant.
 	beforeRename func(t Target, path string)

@@ -26,15 +26,19 @@ const (
 
 // headers gives each kind its emoji and wording; %s is the policy name.
 var headers = map[string]string{
-	policy.EventRotated:       ":key: %s rotated",
-	policy.EventDeleted:       ":wastebasket: %s: old key deleted",
-	policy.EventFailed:        ":x: %s rotation failed",
-	policy.EventOverdue:       ":hourglass: %s key overdue",
-	policy.EventFailing:       ":rotating_light: %s is failing",
-	policy.EventRecovered:     ":white_check_mark: %s recovered",
-	policy.EventReloadFailed:  ":warning: %s config reload failed",
-	policy.EventReport:        ":clipboard: %s key compliance report",
-	policy.EventLeaderChanged: ":crown: %s rotatord leader changed",
+	policy.EventRotated:         ":key: %s rotated",
+	policy.EventDeleted:         ":wastebasket: %s: old key deleted",
+	policy.EventFailed:          ":x: %s rotation failed",
+	policy.EventOverdue:         ":hourglass: %s key overdue",
+	policy.EventFailing:         ":rotating_light: %s is failing",
+	policy.EventRecovered:       ":white_check_mark: %s recovered",
+	policy.EventExposed:         ":unlock: %s: a retired or expired key still opens running machines",
+	policy.EventHostUpdated:     ":computer: %s: hosts updated",
+	policy.EventHostUnreachable: ":electric_plug: %s: host unreachable",
+	policy.EventHostKeyChanged:  ":rotating_light: %s: host key changed, host refused",
+	policy.EventReloadFailed:    ":warning: %s config reload failed",
+	policy.EventReport:          ":clipboard: %s key compliance report",
+	policy.EventLeaderChanged:   ":crown: %s rotatord leader changed",
 }
 
 // Blocks renders ev as a Block Kit message: a header line for its kind, a

@@ -68,7 +68,7 @@ func (r *Report) Write(w io.Writer, format string) error {
 // failing even though it has no key to show it on.
 func (r *Report) Failing() bool {
 	for _, k := range r.Keys {
-		if k.Status == StatusOverdue || k.Status == StatusFailing {
+		if k.Status == StatusOverdue || k.Status == StatusFailing || exposedOverdue(k) {
 			return true
 		}
 	}
@@ -121,6 +121,8 @@ func (r *Report) Digest() string {
 	if len(keyless) > 0 {
 		fmt.Fprintf(&b, "Failing with no active key: %s\n", clean(strings.Join(keyless, ", ")))
 	}
+	r.digestExposure(&b)
+	b.WriteString(r.hostsDigest())
 	if n := len(r.Warnings); n > 0 {
 		fmt.Fprintf(&b, "%d warning(s): run `rotatord report` for details.\n", n)
 	}
@@ -194,6 +196,9 @@ func (r *Report) writeTable(w io.Writer) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
+	if err := r.writeHostsTable(w); err != nil {
+		return err
+	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "\n%s (generated %s)\n", r.summaryLine(), stamp(r.GeneratedAt))
 	if r.AuditHead != "" {
@@ -202,8 +207,10 @@ func (r *Report) writeTable(w io.Writer) error {
 	for _, m := range r.Warnings {
 		fmt.Fprintf(&b, "warning: %s\n", clean(m))
 	}
-	_, err := io.WriteString(w, b.String())
-	return err
+	if _, err := io.WriteString(w, b.String()); err != nil {
+		return err
+	}
+	return r.writeInstancesTable(w)
 }
 
 // writeJSON streams the document row by row. It writes exactly what
@@ -259,21 +266,38 @@ func (r *Report) writeJSON(w io.Writer) error {
 		}
 		bw.WriteString("\n  ],\n")
 	}
+	if len(r.Hosts) > 0 {
+		if err := member("hosts", r.Hosts, false); err != nil {
+			return err
+		}
+		if err := member("hosts_summary", r.HostsSummary, false); err != nil {
+			return err
+		}
+	}
 	if err := member("summary", r.Summary, false); err != nil {
 		return err
 	}
-	if err := member("policies", r.Policies, len(r.Warnings) == 0 && r.AuditHead == ""); err != nil {
+	if err := member("policies", r.Policies, false); err != nil {
 		return err
 	}
 	if len(r.Warnings) > 0 {
-		if err := member("warnings", r.Warnings, r.AuditHead == ""); err != nil {
+		if err := member("warnings", r.Warnings, false); err != nil {
 			return err
 		}
 	}
 	if r.AuditHead != "" {
-		if err := member("audit_head", r.AuditHead, true); err != nil {
+		if err := member("audit_head", r.AuditHead, false); err != nil {
 			return err
 		}
+	}
+	if err := member("instances", r.Instances, false); err != nil {
+		return err
+	}
+	if err := member("instance_summary", r.InstanceSummary, false); err != nil {
+		return err
+	}
+	if err := member("inventory", r.Inventory, true); err != nil {
+		return err
 	}
 	bw.WriteString("}\n")
 	return bw.Flush()
@@ -357,7 +381,13 @@ func (r *Report) writeCSV(w io.Writer) error {
 		}
 	}
 	cw.Flush()
-	return cw.Error()
+	if err := cw.Error(); err != nil {
+		return err
+	}
+	if err := r.writeInstancesCSV(w); err != nil {
+		return err
+	}
+	return r.writeHostsCSV(w)
 }
 
 func (r *Report) writeMarkdown(w io.Writer) error {
@@ -412,6 +442,7 @@ func (r *Report) writeMarkdown(w io.Writer) error {
 		line(row)
 	}
 	fmt.Fprintf(&b, "\n**%s**\n", r.summaryLine())
+	b.WriteString(r.hostsMarkdown())
 	if r.AuditHead != "" {
 		fmt.Fprintf(&b, "\nAudit log head: `%s`\n", r.AuditHead)
 	}
@@ -421,6 +452,7 @@ func (r *Report) writeMarkdown(w io.Writer) error {
 			fmt.Fprintf(&b, "- %s\n", mdEscape(clean(m)))
 		}
 	}
+	r.writeInstancesMarkdown(&b)
 	_, err := io.WriteString(w, b.String())
 	return err
 }

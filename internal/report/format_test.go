@@ -123,7 +123,7 @@ func TestReport_WriteJSON(t *testing.T) {
 			t.Errorf("retiring key: next_rotation = %v, want null", k["next_rotation"])
 		}
 	}
-	if doc.GeneratedAt != "2026-05-01T12:00:00Z" || len(doc.Summary) != 7 {
+	if doc.GeneratedAt != "2026-05-01T12:00:00Z" || len(doc.Summary) != 8 {
 		t.Errorf("generated_at %q, summary %v", doc.GeneratedAt, doc.Summary)
 	}
 

@@ -53,6 +53,8 @@ type htmlData struct {
 	Rows      []htmlRow
 	Warnings  []string // control characters replaced
 	Policies  []htmlPolicy
+	// Machines is the instances section (instances.go); nil hides it.
+	Machines *htmlInstances
 }
 
 type htmlCount struct {
@@ -157,6 +159,7 @@ func (r *Report) writeHTML(w io.Writer) error {
 	for _, m := range r.Warnings {
 		d.Warnings = append(d.Warnings, clean(m))
 	}
+	d.Machines = r.htmlInstances()
 	for _, p := range r.Policies {
 		d.Policies = append(d.Policies, htmlPolicy{
 			Name: clean(p.Name), Provider: clean(p.Provider), Project: project(p.ProjectID),

@@ -12,8 +12,11 @@ var (
 		"The policy's max_age: its active key is overdue at this age.",
 		[]string{"policy"}, nil)
 	descKeys = prometheus.NewDesc("rotatord_keys",
-		"Keys in the compliance report by status (ok, due, overdue, failing, retiring, orphaned, unmanaged).",
+		"Keys in the compliance report by status (ok, due, overdue, failing, retiring, orphaned, unmanaged, exposed).",
 		[]string{"status"}, nil)
+	descInstances = prometheus.NewDesc("rotatord_instances",
+		"Running machines of the last inventory by the policy whose key they were provisioned with (\"\" for none) and that key's status (current, retiring, orphaned, exposed, unmanaged, none).",
+		[]string{"policy", "key_status"}, nil)
 )
 
 // NewCollector returns a Prometheus collector that calls gen at every
@@ -39,6 +42,8 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descKeyAge
 	ch <- descMaxAge
 	ch <- descKeys
+	ch <- descInstances
+	ch <- descHosts
 }
 
 // Collect implements prometheus.Collector.
@@ -68,6 +73,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	for _, s := range statuses {
 		ch <- prometheus.MustNewConstMetric(descKeys, prometheus.GaugeValue, float64(r.Summary[s]), s)
 	}
+	collectInstances(ch, r)
+	collectHosts(r, ch)
 }
 
 // managed reports whether a row of this status is a key a policy holds:

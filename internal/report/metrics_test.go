@@ -51,9 +51,10 @@ rotatord_key_max_age_seconds{policy="batch"} 2.592e+06
 rotatord_key_max_age_seconds{policy="gpu-team"} 2.592e+06
 rotatord_key_max_age_seconds{policy="inference"} 7.776e+06
 rotatord_key_max_age_seconds{policy="training"} 7.776e+06
-# HELP rotatord_keys Keys in the compliance report by status (ok, due, overdue, failing, retiring, orphaned, unmanaged).
+# HELP rotatord_keys Keys in the compliance report by status (ok, due, overdue, failing, retiring, orphaned, unmanaged, exposed).
 # TYPE rotatord_keys gauge
 rotatord_keys{status="due"} 1
+rotatord_keys{status="exposed"} 0
 rotatord_keys{status="failing"} 1
 rotatord_keys{status="ok"} 1
 rotatord_keys{status="orphaned"} 2

@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/rotatord/rotatord/internal/cloud"
+	"github.com/rotatord/rotatord/internal/inventory"
 	"github.com/rotatord/rotatord/internal/state"
 	"github.com/rotatord/rotatord/policy"
 )
@@ -51,11 +52,17 @@ const (
 	// StatusUnmanaged: a key on a provider account that matches no policy's
 	// naming scheme; reported, never touched.
 	StatusUnmanaged = "unmanaged"
+	// StatusExposed: a key rotatord retired or deleted (grace period over),
+	// or one past max_age, while a running machine was provisioned with
+	// it (DESIGN.md §9.1): it still opens that machine. It wins over every
+	// other status; a policy's current key that is exposed is also overdue
+	// and trips -fail-on overdue as such.
+	StatusExposed = "exposed"
 )
 
 // statuses lists every status in the order summaries print them: healthy
 // first, then the ones that need a human.
-var statuses = []string{StatusOK, StatusDue, StatusOverdue, StatusFailing, StatusRetiring, StatusOrphaned, StatusUnmanaged}
+var statuses = []string{StatusOK, StatusDue, StatusOverdue, StatusFailing, StatusRetiring, StatusOrphaned, StatusUnmanaged, StatusExposed}
 
 // Row is one key. The JSON and CSV field names are the public interface of
 // DESIGN.md §8. Zero times marshal as JSON null (and an empty CSV cell).
@@ -111,6 +118,18 @@ type Report struct {
 	// was generated: printed, it lets a later `audit verify -expect-head`
 	// catch a cut or rewritten log (DESIGN.md §11). Empty when unknown.
 	AuditHead string `json:"audit_head,omitempty"`
+
+	// Instances are the running machines of the last listings and the key
+	// each was provisioned with (DESIGN.md §9.1); see instances.go.
+	Instances []InstanceRow `json:"instances"`
+	// InstanceSummary counts Instances by key status, every status present.
+	InstanceSummary map[string]int `json:"instance_summary"`
+	// Inventory says, per account listed, how fresh its listing is.
+	Inventory []InventoryInfo `json:"inventory"`
+	// Hosts are the hosts of the policies with a hosts block (DESIGN.md
+	// §9.2), and HostsSummary counts them by status; both empty without.
+	Hosts        []HostRow      `json:"hosts,omitempty"`
+	HostsSummary map[string]int `json:"hosts_summary,omitempty"`
 }
 
 // Source is what a report is generated from.
@@ -163,6 +182,7 @@ func Generate(ctx context.Context, src Source) (*Report, error) {
 	}
 	now = now.UTC()
 	g := &generator{
+		cfg:      src.Config,
 		now:      now,
 		policies: make(map[string]*policy.Policy, len(src.Config.Policies)),
 		byAcct:   make(map[account][]*policy.Policy),
@@ -187,7 +207,12 @@ func Generate(ctx context.Context, src Source) (*Report, error) {
 			return nil, fmt.Errorf("generate report: %w", err)
 		}
 	}
-	if err := src.State.View(g.readState); err != nil {
+	if err := src.State.View(func(tx state.Tx) error {
+		if err := g.readState(tx); err != nil {
+			return err
+		}
+		return g.addHosts(tx, src.Config)
+	}); err != nil {
 		return nil, fmt.Errorf("generate report: read state: %w", err)
 	}
 	g.addUnrecorded()
@@ -197,6 +222,7 @@ func Generate(ctx context.Context, src Source) (*Report, error) {
 
 // generator holds the indexes of one Generate call.
 type generator struct {
+	cfg      *policy.Config
 	now      time.Time
 	policies map[string]*policy.Policy
 	accounts []account // config order, each once
@@ -207,6 +233,8 @@ type generator struct {
 	// listed indexes every listed key and marks those a record claims.
 	listed map[keyRef]listedKey
 
+	inv        *inventory.Result
+	exposed    map[exposedRef]bool
 	status     map[string]state.PolicyStatus
 	lastActive map[string]time.Time // newest ActivatedAt of an active key, per policy
 	hasActive  map[string]bool
@@ -286,6 +314,9 @@ func (g *generator) readState(tx state.Tx) error {
 	g.lastActive = make(map[string]time.Time, len(g.policies))
 	g.hasActive = make(map[string]bool, len(g.policies))
 	g.removed = make(map[string]int)
+	if err := g.readInventory(tx); err != nil {
+		return err
+	}
 	if err := tx.ForEachPolicyStatus(func(s state.PolicyStatus) error {
 		if _, ok := g.policies[s.Name]; ok {
 			g.status[s.Name] = s
@@ -352,6 +383,9 @@ func (g *generator) addRecord(rec state.KeyRecord) {
 	row.AgeSeconds = seconds(age)
 
 	switch {
+	case g.exposed[exposedRef{rec.Policy, rec.KeyID}] && rec.Status != state.KeyActive && rec.Status != state.KeyPending:
+		// Retired, deleted or orphaned, and a machine still runs with it.
+		row.Status = StatusExposed
 	case rec.Status == state.KeyDeleted:
 		return
 	case rec.Status == state.KeyPending:
@@ -368,6 +402,9 @@ func (g *generator) addRecord(rec state.KeyRecord) {
 		row.Status = StatusOrphaned
 	case rec.Status == state.KeyActive:
 		row.Status = classify(age, p.MaxAge, p.RotateBefore, g.status[p.Name].Failing)
+		if g.exposed[exposedRef{rec.Policy, rec.KeyID}] {
+			row.Status = StatusExposed // past max_age, on running machines
+		}
 		row.NextRotation = row.CreatedAt.Add(p.MaxAge - p.RotateBefore)
 		g.hasActive[p.Name] = true
 		if rec.ActivatedAt.After(g.lastActive[p.Name]) {
@@ -447,6 +484,7 @@ func (g *generator) finish(policies []policy.Policy) {
 		}
 	}
 	slices.SortFunc(g.report.Keys, compareRows)
+	g.finishInstances()
 }
 
 // compareRows orders rows by policy, provider, project, creation time and

@@ -22,6 +22,7 @@ import (
 
 	"github.com/rotatord/rotatord/internal/audit"
 	"github.com/rotatord/rotatord/internal/cloud"
+	"github.com/rotatord/rotatord/internal/hosts"
 	"github.com/rotatord/rotatord/internal/keygen"
 	"github.com/rotatord/rotatord/internal/state"
 	"github.com/rotatord/rotatord/policy"
@@ -79,6 +80,11 @@ type Config struct {
 	// "after:upload", ...). The crash tests use it to SIGKILL the process at
 	// an exact step boundary; it is nil in production.
 	Hook func(point string)
+	// HostSource finds the running instances of policies with
+	// hosts.discover; nil means static targets only.
+	HostSource HostSource
+	// HostBeforeRename is passed to hosts.Options.BeforeRename (tests).
+	HostBeforeRename func(t hosts.Target, path string)
 }
 
 // Engine runs rotations. It is safe for concurrent use; runs of one policy
@@ -162,6 +168,9 @@ type Result struct {
 	Deleted     []string // key IDs deleted by the retire sweep
 	Reason      string
 	Err         error
+	// Hosts is the pass over the policy's hosts that ended the run; nil
+	// for a policy without hosts.
+	Hosts *HostsRun
 }
 
 func (e *Engine) provider(p policy.Policy) (cloud.Provider, error) {
@@ -280,6 +289,21 @@ func (e *Engine) Run(ctx context.Context, p policy.Policy, opts Options) (res Re
 		}
 	}
 	defer unlock()
+	if p.Hosts != nil {
+		// Registered before the outcome is recorded, so it runs after it:
+		// hosts converge toward whatever key the run left current, on
+		// every run, failed or not. A host's trouble never fails the run.
+		defer func() {
+			if ctx.Err() != nil || errors.Is(err, ErrUnknownProvider) {
+				return
+			}
+			mode := hostsAll
+			if opts.Force || res.Rotated {
+				mode = hostsForced
+			}
+			res.Hosts = e.convergeHosts(ctx, p, mode)
+		}()
+	}
 	log := e.log.With("policy", p.Name, "provider", p.Provider)
 
 	prov, err := e.provider(p)
@@ -497,6 +521,17 @@ func (e *Engine) Sweep(ctx context.Context, p policy.Policy) ([]string, error) {
 		return nil, nil
 	}
 	defer unlock()
+	deleted, err := e.sweepKeys(ctx, p)
+	if p.Hosts != nil && ctx.Err() == nil {
+		// Only the hosts not known to be converged: an idle fleet costs
+		// no login, and a retired key leaves hosts as its grace ends.
+		e.convergeHosts(ctx, p, hostsDue)
+	}
+	return deleted, err
+}
+
+// sweepKeys is Sweep's part on the provider, under the policy's lock.
+func (e *Engine) sweepKeys(ctx context.Context, p policy.Policy) ([]string, error) {
 	prov, err := e.provider(p)
 	if err != nil {
 		return nil, err

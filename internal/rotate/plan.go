@@ -33,6 +33,19 @@ type PolicyPlan struct {
 	WaitingForWindow bool      `json:",omitzero"`
 	// Jitter is the most a scheduled evaluation is delayed (policy jitter).
 	Jitter time.Duration `json:",omitzero"`
+	// Hosts is what a run would change on each host (policies with hosts).
+	Hosts []HostPlan `json:",omitempty"`
+	// LeftBehind are the running machines still on a key of the policy
+	// that the planned rotation or the next retirement leaves behind (from
+	// the last inventory; the daemon fills it in).
+	LeftBehind []Machine `json:",omitempty"`
+}
+
+// Machine is one running machine a plan names, and why.
+type Machine struct {
+	InstanceID, Name, Address, Region string
+	KeyID, KeyName, KeyStatus         string
+	Why                               string
 }
 
 // Plan reports what Run would do now without changing anything anywhere:
@@ -98,6 +111,9 @@ func (e *Engine) Plan(ctx context.Context, p policy.Policy) (PolicyPlan, error) 
 	}
 	for _, r := range d.Waiting {
 		pp.Actions = append(pp.Actions, Action{Kind: "delete", KeyID: r.KeyID, KeyName: r.Name, At: r.DeleteAfter, Detail: "scheduled"})
+	}
+	if pp.Hosts, err = e.planHosts(p, d); err != nil {
+		return pp, err
 	}
 	return pp, nil
 }

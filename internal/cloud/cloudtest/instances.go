@@ -59,10 +59,13 @@ type GcoreInstance struct {
 
 // SesterceInstance is an instance of the Sesterce fake.
 type SesterceInstance struct {
-	ID     string `json:"id"`
-	Name   string `json:"name"`
-	Status string `json:"status"` // pending, active, error, deleted
-	Region string `json:"region"`
+	// Account is the Sesterce account the instance runs in: the account
+	// of its launch key (0 when the fake does not hold that key).
+	Account int    `json:"account"`
+	ID      string `json:"id"`
+	Name    string `json:"name"`
+	Status  string `json:"status"` // pending, active, error, deleted
+	Region  string `json:"region"`
 	// KeyID is the sshKeyId the instance was launched with. The detail
 	// call shows the key as it was at launch (KeyName, KeyPublicKey): the
 	// fake assumes sshKey survives deletion of the key, the case that
@@ -210,7 +213,7 @@ func (s *Server) LaunchSesterceInstance(name, keyID string, opts ...InstanceOpti
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if i := slices.IndexFunc(s.sesterce, func(k SesterceKey) bool { return k.ID == keyID }); i >= 0 {
-		inst.KeyName, inst.KeyPublicKey = s.sesterce[i].Name, s.sesterce[i].PublicKey
+		inst.Account, inst.KeyName, inst.KeyPublicKey = s.sesterce[i].Account, s.sesterce[i].Name, s.sesterce[i].PublicKey
 	}
 	if !sp.sshSet {
 		n := s.nextAddrLocked()
@@ -431,13 +434,16 @@ func (s *Server) sesterceInstanceDTO(inst SesterceInstance, detail bool) any {
 }
 
 func (s *Server) sesterceInstanceList(w http.ResponseWriter, r *http.Request) {
-	if !s.sesterceAuth(w, r) {
+	acct, ok := s.sesterceAuth(w, r)
+	if !ok {
 		return
 	}
 	insts := s.SesterceInstances()
 	items := make([]any, 0, len(insts))
 	for _, inst := range insts {
-		items = append(items, s.sesterceInstanceDTO(inst, false))
+		if inst.Account == acct {
+			items = append(items, s.sesterceInstanceDTO(inst, false))
+		}
 	}
 	if env := s.opts.SesterceInstancesEnvelope; env != "" {
 		writeJSON(w, http.StatusOK, map[string]any{env: items, "total": len(items)})
@@ -447,12 +453,13 @@ func (s *Server) sesterceInstanceList(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) sesterceInstanceGet(w http.ResponseWriter, r *http.Request) {
-	if !s.sesterceAuth(w, r) {
+	acct, ok := s.sesterceAuth(w, r)
+	if !ok {
 		return
 	}
 	id := r.PathValue("id")
 	s.mu.Lock()
-	i := slices.IndexFunc(s.sesterceInstances, func(x SesterceInstance) bool { return x.ID == id })
+	i := slices.IndexFunc(s.sesterceInstances, func(x SesterceInstance) bool { return x.ID == id && x.Account == acct })
 	var inst SesterceInstance
 	if i >= 0 {
 		inst = s.sesterceInstances[i]

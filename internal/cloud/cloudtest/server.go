@@ -86,9 +86,16 @@ const requestLogCap = 10000
 
 // Options configure a Server. The zero value is usable.
 type Options struct {
-	// SesterceAPIKey is the only x-api-key the Sesterce API accepts
-	// (DefaultSesterceAPIKey when empty).
+	// SesterceAPIKey is the x-api-key of the first Sesterce account,
+	// account 0 (DefaultSesterceAPIKey when empty).
 	SesterceAPIKey secret.Secret
+	// SesterceAPIKeys adds more Sesterce accounts, one per key:
+	// SesterceAPIKeys[i] is account i+1. On Sesterce an API key belongs
+	// to a user, and keys, their default and instances are the user's, so
+	// accounts are isolated: a list shows only the caller's keys, each
+	// account has its own default, and another account's key or instance
+	// ID is answered 404 "Not found" as if it did not exist.
+	SesterceAPIKeys []secret.Secret
 	// SesterceUnknownAPIKey, when set, is answered the way Sesterce answers
 	// a well-formed key it does not know: 404 "API key not found" on POST
 	// and GET, 403 "API key invalid" elsewhere.
@@ -150,7 +157,10 @@ type Server struct {
 	log  *slog.Logger
 	mux  *http.ServeMux
 	now  func() time.Time
-	user string // the Sesterce account's user id, echoed in every key
+	// users holds each Sesterce account's user id, echoed in its keys.
+	users []string
+	// sesterceAccts maps an API key to its Sesterce account.
+	sesterceAccts map[string]int
 
 	mu                sync.Mutex
 	sesterce          []SesterceKey
@@ -182,15 +192,21 @@ func New(opts Options) *Server {
 		opts.GcoreAPIKey = DefaultGcoreAPIKey
 	}
 	s := &Server{
-		opts:        opts,
-		log:         opts.Logger,
-		now:         opts.Clock,
-		user:        newHexID(),
-		gcore:       make(map[int64][]GcoreKey),
-		counts:      make(map[string]int),
-		faultCounts: make(map[FaultKind]int),
-		rng:         newRNG(opts.Seed),
-		release:     make(chan struct{}),
+		opts:          opts,
+		log:           opts.Logger,
+		now:           opts.Clock,
+		sesterceAccts: make(map[string]int, 1+len(opts.SesterceAPIKeys)),
+		gcore:         make(map[int64][]GcoreKey),
+		counts:        make(map[string]int),
+		faultCounts:   make(map[FaultKind]int),
+		rng:           newRNG(opts.Seed),
+		release:       make(chan struct{}),
+	}
+	for i, k := range append([]secret.Secret{opts.SesterceAPIKey}, opts.SesterceAPIKeys...) {
+		if _, dup := s.sesterceAccts[k.Reveal()]; !dup && !k.Empty() {
+			s.sesterceAccts[k.Reveal()] = i
+		}
+		s.users = append(s.users, newHexID())
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)

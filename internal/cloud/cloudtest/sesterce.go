@@ -4,6 +4,7 @@ import (
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"slices"
 	"strings"
@@ -17,10 +18,14 @@ import (
 //
 // Default semantics (the real API does not document them, this is the
 // fake's choice): a created key is not default until makedefault names it;
-// makedefault clears every other key, so at most one key is default.
-// Deleting the default key leaves the account with none. Duplicate names are
-// allowed, which is what makes an ambiguous create dangerous.
+// makedefault clears every other key of the account, so an account has at
+// most one default key. Deleting the default key leaves the account with
+// none. Duplicate names are allowed, which is what makes an ambiguous create
+// dangerous.
 type SesterceKey struct {
+	// Account is the account holding the key: 0 for Options.SesterceAPIKey,
+	// i+1 for Options.SesterceAPIKeys[i].
+	Account   int       `json:"account"`
 	ID        string    `json:"id"`
 	Name      string    `json:"name"`
 	PublicKey string    `json:"public_key"`
@@ -60,7 +65,7 @@ func (s *Server) sesterceDTO(k SesterceKey) any {
 		IsDefault: k.IsDefault,
 		CreatedAt: k.CreatedAt.UTC().Format(jsTime),
 		UpdatedAt: k.UpdatedAt.UTC().Format(jsTime),
-		User:      map[string]any{"_id": s.user, "email": "owner@example.com"},
+		User:      map[string]any{"_id": s.users[k.Account], "email": fmt.Sprintf("owner%d@example.com", k.Account)},
 	})
 }
 
@@ -94,20 +99,21 @@ func (s *Server) sesterceValidation(w http.ResponseWriter, r *http.Request, mess
 	})
 }
 
-// sesterceAuth checks x-api-key and answers the failure itself.
-func (s *Server) sesterceAuth(w http.ResponseWriter, r *http.Request) bool {
+// sesterceAuth checks x-api-key, returns the caller's account, and answers
+// a failure itself.
+func (s *Server) sesterceAuth(w http.ResponseWriter, r *http.Request) (account int, ok bool) {
 	key := r.Header.Get("x-api-key")
-	if key != "" && secretEqual(key, s.opts.SesterceAPIKey.Reveal()) {
-		return true
+	if acct, found := s.sesterceAccts[key]; found && key != "" {
+		return acct, true
 	}
 	unknown := s.opts.SesterceUnknownAPIKey.Reveal()
 	if key != "" && unknown != "" && secretEqual(key, unknown) &&
 		(r.Method == http.MethodGet || r.Method == http.MethodPost) {
 		s.sesterceError(w, r, http.StatusNotFound, "API key not found")
-		return false
+		return 0, false
 	}
 	s.sesterceError(w, r, http.StatusForbidden, "API key invalid")
-	return false
+	return 0, false
 }
 
 func secretEqual(got, want string) bool {
@@ -115,10 +121,11 @@ func secretEqual(got, want string) bool {
 }
 
 func (s *Server) sesterceList(w http.ResponseWriter, r *http.Request) {
-	if !s.sesterceAuth(w, r) {
+	acct, ok := s.sesterceAuth(w, r)
+	if !ok {
 		return
 	}
-	keys := s.SesterceKeys()
+	keys := s.SesterceAccountKeys(acct)
 	out := make([]any, 0, len(keys))
 	for _, k := range keys {
 		out = append(out, s.sesterceDTO(k))
@@ -127,7 +134,8 @@ func (s *Server) sesterceList(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) sesterceCreate(w http.ResponseWriter, r *http.Request) {
-	if !s.sesterceAuth(w, r) {
+	acct, ok := s.sesterceAuth(w, r)
+	if !ok {
 		return
 	}
 	var body struct {
@@ -161,17 +169,18 @@ func (s *Server) sesterceCreate(w http.ResponseWriter, r *http.Request) {
 		s.sesterceValidation(w, r, problems)
 		return
 	}
-	k := s.AddSesterceKey(*body.Name, publicKey, false)
+	k := s.AddSesterceAccountKey(acct, *body.Name, publicKey, false)
 	writeJSON(w, http.StatusCreated, s.sesterceDTO(k))
 }
 
 func (s *Server) sesterceMakeDefault(w http.ResponseWriter, r *http.Request) {
-	if !s.sesterceAuth(w, r) {
+	acct, ok := s.sesterceAuth(w, r)
+	if !ok {
 		return
 	}
 	id := r.PathValue("id")
 	s.mu.Lock()
-	i := slices.IndexFunc(s.sesterce, func(k SesterceKey) bool { return k.ID == id })
+	i := s.sesterceKeyLocked(acct, id)
 	if i >= 0 {
 		s.setSesterceDefaultLocked(i)
 	}
@@ -183,10 +192,20 @@ func (s *Server) sesterceMakeDefault(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// setSesterceDefaultLocked makes key i the only default; s.mu is held.
+// sesterceKeyLocked returns the index of account acct's key id, or -1:
+// another account's key is not found; s.mu is held.
+func (s *Server) sesterceKeyLocked(acct int, id string) int {
+	return slices.IndexFunc(s.sesterce, func(k SesterceKey) bool { return k.ID == id && k.Account == acct })
+}
+
+// setSesterceDefaultLocked makes key i the only default of its account;
+// s.mu is held.
 func (s *Server) setSesterceDefaultLocked(i int) {
 	now := s.now()
 	for j := range s.sesterce {
+		if s.sesterce[j].Account != s.sesterce[i].Account {
+			continue
+		}
 		want := j == i
 		if s.sesterce[j].IsDefault != want {
 			s.sesterce[j].IsDefault = want
@@ -196,13 +215,14 @@ func (s *Server) setSesterceDefaultLocked(i int) {
 }
 
 func (s *Server) sesterceDelete(w http.ResponseWriter, r *http.Request) {
-	if !s.sesterceAuth(w, r) {
+	acct, ok := s.sesterceAuth(w, r)
+	if !ok {
 		return
 	}
 	id := r.PathValue("id")
 	s.mu.Lock()
 	var deleted SesterceKey
-	i := slices.IndexFunc(s.sesterce, func(k SesterceKey) bool { return k.ID == id })
+	i := s.sesterceKeyLocked(acct, id)
 	if i >= 0 {
 		deleted = s.sesterce[i]
 		s.sesterce = slices.Delete(s.sesterce, i, i+1)
@@ -215,12 +235,22 @@ func (s *Server) sesterceDelete(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, s.sesterceDTO(deleted))
 }
 
-// AddSesterceKey stores a key as if created through the API and returns
-// it. The public key is not validated, so tests can seed keys the client
-// cannot parse. isDefault makes it the only default key.
+// AddSesterceKey stores a key in account 0 as if created through the API
+// and returns it. The public key is not validated, so tests can seed keys
+// the client cannot parse. isDefault makes it the only default key.
 func (s *Server) AddSesterceKey(name, publicKey string, isDefault bool) SesterceKey {
+	return s.AddSesterceAccountKey(0, name, publicKey, isDefault)
+}
+
+// AddSesterceAccountKey is AddSesterceKey for account acct (see
+// SesterceKey.Account); it panics on an account the fake does not have,
+// a mistake in the test.
+func (s *Server) AddSesterceAccountKey(acct int, name, publicKey string, isDefault bool) SesterceKey {
+	if acct < 0 || acct >= len(s.users) {
+		panic(fmt.Sprintf("cloudtest: no Sesterce account %d (the fake has %d)", acct, len(s.users)))
+	}
 	now := s.now().UTC().Truncate(time.Millisecond)
-	k := SesterceKey{ID: newHexID(), Name: name, PublicKey: publicKey, CreatedAt: now, UpdatedAt: now}
+	k := SesterceKey{Account: acct, ID: newHexID(), Name: name, PublicKey: publicKey, CreatedAt: now, UpdatedAt: now}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.sesterce = append(s.sesterce, k)
@@ -231,11 +261,26 @@ func (s *Server) AddSesterceKey(name, publicKey string, isDefault bool) Sesterce
 	return k
 }
 
-// SesterceKeys returns the Sesterce account's keys in creation order.
+// SesterceKeys returns the keys of every Sesterce account in creation
+// order (account 0's alone, unless Options.SesterceAPIKeys adds accounts).
 func (s *Server) SesterceKeys() []SesterceKey {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return slices.Clone(s.sesterce)
+}
+
+// SesterceAccountKeys returns the keys of Sesterce account acct in
+// creation order: what a list with its API key shows.
+func (s *Server) SesterceAccountKeys(acct int) []SesterceKey {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []SesterceKey
+	for _, k := range s.sesterce {
+		if k.Account == acct {
+			out = append(out, k)
+		}
+	}
+	return out
 }
 
 // decodeBody reads a JSON object body of at most maxRequestBody bytes.

@@ -58,6 +58,10 @@ func Run(t *testing.T, f Factory) {
 		{"FailingUpdate", testFailingUpdate},
 		{"NoPrivateKeyStored", testNoPrivateKey},
 		{"NewerSchemaRefused", testNewerSchema},
+		{"Inventory", testInventory},
+		{"Exposure", testExposure},
+		{"Hosts", testHosts},
+		{"HostKeyPins", testHostKeyPins},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, newFixture(t, f)) })
 	}
@@ -440,6 +444,27 @@ func testOpenRotations(t *testing.T, s *fixture) {
 		})
 		assertOpen(t, "r0", "r1", "r5", "r7")
 		assertOf(t, "a", "r1")
+	})
+	t.Run("steps keep one entry; reopening a finished one opens it", func(t *testing.T) {
+		for _, step := range []state.Step{state.StepPendingStored, state.StepUploaded, state.StepFailed, state.StepPlanned} {
+			s.update(t, func(tx state.Tx) error {
+				r, _, err := tx.Rotation("r1")
+				if err != nil {
+					return err
+				}
+				r.Step = step
+				return tx.PutRotation(r)
+			})
+		}
+		assertOpen(t, "r0", "r1", "r5", "r7")
+		assertOf(t, "a", "r1")
+		s.view(t, func(tx state.Tx) error {
+			got, err := tx.Rotations("a", 0)
+			if n := slices.Index(ids(got), "r1"); n < 0 || slices.Contains(ids(got)[n+1:], "r1") {
+				t.Errorf("Rotations(a) = %v, want r1 once", ids(got))
+			}
+			return err
+		})
 	})
 	t.Run("survives reopen", func(t *testing.T) {
 		s.reopen()
@@ -1217,4 +1242,144 @@ func TestPEMs(t testing.TB) (pkcs8, openssh string) {
 func PEMBody(s string) string {
 	lines := strings.Split(strings.TrimSpace(s), "\n")
 	return lines[1]
+}
+
+// testInventory: a listing is stored per account, replaced whole (fewer
+// instances leave no stale chunk behind), survives reopen, and keeps
+// accounts of one provider (Gcore projects) apart.
+func testInventory(t *testing.T, s *fixture) {
+	mk := func(n int, prefix string) []state.InventoryInstance {
+		out := make([]state.InventoryInstance, n)
+		for i := range out {
+			out[i] = state.InventoryInstance{
+				ID: fmt.Sprintf("%s-%04d", prefix, i), Name: fmt.Sprintf("gpu-%d", i), Status: "ACTIVE",
+				Region: "Luxembourg", RegionID: 76, ProjectID: 1, KeyName: "gpu-team-20250301T120405",
+				Address: "203.0.113.7", CreatedAt: t0.Add(time.Duration(i) * time.Second), Kind: "instance",
+			}
+		}
+		return out
+	}
+	big := state.Inventory{
+		Provider: "gcore-prod", ProjectID: 1, Instances: mk(1234, "a"),
+		ListedAt: t0, AttemptedAt: t0,
+	}
+	t.Run("missing", func(t *testing.T) {
+		s.view(t, func(tx state.Tx) error {
+			_, ok, err := tx.Inventory("gcore-prod", 1)
+			if ok {
+				t.Error("Inventory of an empty store found one")
+			}
+			return err
+		})
+	})
+	t.Run("round trip in UTC, many chunks", func(t *testing.T) {
+		s.update(t, func(tx state.Tx) error { return tx.PutInventory(big) })
+		s.view(t, func(tx state.Tx) error {
+			got, ok, err := tx.Inventory("gcore-prod", 1)
+			if err != nil || !ok {
+				t.Fatalf("Inventory() = %v, %v", ok, err)
+			}
+			if len(got.Instances) != 1234 {
+				t.Fatalf("read %d instances, want 1234", len(got.Instances))
+			}
+			for i, inst := range got.Instances {
+				want := big.Instances[i]
+				want.CreatedAt = want.CreatedAt.UTC()
+				if !reflect.DeepEqual(inst, want) {
+					t.Fatalf("instance %d = %+v\nwant %+v", i, inst, want)
+				}
+			}
+			if !got.ListedAt.Equal(t0) || got.ListedAt.Location() != time.UTC || got.Stale() {
+				t.Errorf("ListedAt %v, stale %v; want %v in UTC, fresh", got.ListedAt, got.Stale(), t0)
+			}
+			return nil
+		})
+	})
+	t.Run("replaced whole, stale fields kept", func(t *testing.T) {
+		small := state.Inventory{
+			Provider: "gcore-prod", ProjectID: 1, Instances: mk(3, "b"),
+			ListedAt: t0, AttemptedAt: t0.Add(time.Hour), StaleSince: t0.Add(time.Hour), Error: "region 76: 503",
+		}
+		s.update(t, func(tx state.Tx) error { return tx.PutInventory(small) })
+		s.reopen()
+		s.view(t, func(tx state.Tx) error {
+			got, _, err := tx.Inventory("gcore-prod", 1)
+			if len(got.Instances) != 3 || got.Instances[0].ID != "b-0000" {
+				t.Errorf("after replacing 1234 with 3 instances, read %d (first %+v)", len(got.Instances), got.Instances[:min(1, len(got.Instances))])
+			}
+			if !got.Stale() || !got.StaleSince.Equal(t0.Add(time.Hour)) || got.Error != "region 76: 503" {
+				t.Errorf("stale since %v (%v), error %q; want since %v", got.StaleSince, got.Stale(), got.Error, t0.Add(time.Hour))
+			}
+			return err
+		})
+	})
+	t.Run("accounts apart, in provider then project order", func(t *testing.T) {
+		s.update(t, func(tx state.Tx) error {
+			if err := tx.PutInventory(state.Inventory{Provider: "gcore-prod", ProjectID: 2, Instances: mk(2, "p2")}); err != nil {
+				return err
+			}
+			return tx.PutInventory(state.Inventory{Provider: "sesterce-prod", Instances: mk(1, "s")})
+		})
+		var got []string
+		s.view(t, func(tx state.Tx) error {
+			return tx.ForEachInventory(func(inv state.Inventory) error {
+				got = append(got, fmt.Sprintf("%s/%d:%d", inv.Provider, inv.ProjectID, len(inv.Instances)))
+				return nil
+			})
+		})
+		if want := []string{"gcore-prod/1:3", "gcore-prod/2:2", "sesterce-prod/0:1"}; !slices.Equal(got, want) {
+			t.Errorf("ForEachInventory visited %v, want %v", got, want)
+		}
+		// A listing of no machines is stored, and is not a missing one.
+		s.update(t, func(tx state.Tx) error {
+			return tx.PutInventory(state.Inventory{Provider: "gcore-prod", ProjectID: 2, ListedAt: t0})
+		})
+		s.view(t, func(tx state.Tx) error {
+			got, ok, err := tx.Inventory("gcore-prod", 2)
+			if !ok || len(got.Instances) != 0 {
+				t.Errorf("empty listing read back as found=%v with %d instances", ok, len(got.Instances))
+			}
+			return err
+		})
+	})
+	t.Run("rejects empty provider", func(t *testing.T) {
+		if err := s.store.Update(func(tx state.Tx) error { return tx.PutInventory(state.Inventory{}) }); err == nil {
+			t.Error("PutInventory without a provider succeeded")
+		}
+	})
+}
+
+// testExposure: exposure marks are per policy and key, survive reopen.
+func testExposure(t *testing.T, s *fixture) {
+	in := state.Exposure{Policy: "gpu-team", KeyID: "65f0", KeyName: "gpu-team-20250301T120405",
+		Fingerprint: "SHA256:old", Since: t0, Instances: 5, EventID: "ev-9"}
+	s.update(t, func(tx state.Tx) error {
+		if err := tx.PutExposure(in); err != nil {
+			return err
+		}
+		return tx.PutExposure(state.Exposure{Policy: "alpha", KeyID: "k", Since: t0})
+	})
+	s.reopen()
+	s.view(t, func(tx state.Tx) error {
+		got, ok, err := tx.Exposure("gpu-team", "65f0")
+		want := in
+		want.Since = t0.UTC()
+		if !ok || !reflect.DeepEqual(got, want) {
+			t.Errorf("Exposure() = %+v, %v\nwant %+v", got, ok, want)
+		}
+		if _, ok, _ := tx.Exposure("gpu-team", "other"); ok {
+			t.Error("Exposure of an unmarked key found one")
+		}
+		var order []string
+		if err := tx.ForEachExposure(func(x state.Exposure) error { order = append(order, x.Policy+"/"+x.KeyID); return nil }); err != nil {
+			return err
+		}
+		if want := []string{"alpha/k", "gpu-team/65f0"}; !slices.Equal(order, want) {
+			t.Errorf("ForEachExposure visited %v, want %v", order, want)
+		}
+		return err
+	})
+	if err := s.store.Update(func(tx state.Tx) error { return tx.PutExposure(state.Exposure{Policy: "p"}) }); err == nil {
+		t.Error("PutExposure without a key ID succeeded")
+	}
 }

@@ -331,6 +331,10 @@ func (s *Server) Stop() {
 	})
 }
 
+// Pid is the server's process ID, for benchmarks that read its CPU time
+// from /proc.
+func (s *Server) Pid() int { return s.cmd.Process.Pid }
+
 // Output returns what the server printed so far, with the root token and the
 // unseal key replaced, for failure messages.
 func (s *Server) Output() string {
