@@ -186,7 +186,7 @@ func (a *App) build(cfg *policy.Config) (*runtime, error) {
 		BackoffBase: a.opts.BackoffBase, Sinks: a.sinks(), Ready: a.audit.Load,
 		HostSource: a.opts.HostSource,
 	})
-	rt := &runtime{cfg: cfg, providers: provs, engine: eng, inv: a.newInventory(cfg, provs), loaded: time.Now()}
+	rt := &runtime{cfg: cfg, providers: provs, engine: eng, inv: a.newInventory(cfg, engProvs), loaded: time.Now()}
 	if rt.sched, err = a.schedule(rt); err != nil {
 		return nil, err
 	}

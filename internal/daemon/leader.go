@@ -290,12 +290,12 @@ func (a *App) announceLeader(ctx context.Context) {
 // closeLeadership is a no-op: the etcd client belongs to the state
 // backend, which closes it with the state.
 
-// engineProviders are the provider clients the engine calls. With state
-// on etcd they are fenced: every call, and every HTTP request right before
-// it is sent (after rate-limit waits and retry backoffs, where a paused
-// leader may resume), is refused the moment leadership may be lost by the
-// local lease clock, so a leader that was stopped past its lease makes no
-// side effect before it notices it was deposed. The report keeps
+// engineProviders are the provider clients the engine and the inventory
+// call. With state on etcd they are fenced: every HTTP request, right
+// before it is sent (after rate-limit waits and retry backoffs, where a
+// paused leader may resume), is refused the moment leadership may be lost
+// by the local lease clock, so a leader that was stopped past its lease
+// makes no call before it notices it was deposed. The report keeps
 // unfenced clients: standbys serve it.
 func (a *App) engineProviders(cfg *policy.Config, provs map[string]cloud.Provider) (map[string]cloud.Provider, error) {
 	if a.lead == nil {
@@ -306,9 +306,6 @@ func (a *App) engineProviders(cfg *policy.Config, provs map[string]cloud.Provide
 	fenced, err := buildProviders(cfg, a.opts.Version, a.log, &http.Client{Transport: fencedTransport{base: tr, el: a.lead.el}})
 	if err != nil {
 		return nil, err
-	}
-	for name, p := range fenced {
-		fenced[name] = fencedProvider{Provider: p, el: a.lead.el}
 	}
 	return fenced, nil
 }
@@ -341,39 +338,6 @@ func checkFence(el *leader.Elector, what string) error {
 		return fmt.Errorf("%s refused: %w", what, err)
 	}
 	return nil
-}
-
-type fencedProvider struct {
-	cloud.Provider
-	el *leader.Elector
-}
-
-func (p fencedProvider) List(ctx context.Context, project int64) ([]cloud.Key, error) {
-	if err := checkFence(p.el, "provider list"); err != nil {
-		return nil, err
-	}
-	return p.Provider.List(ctx, project)
-}
-
-func (p fencedProvider) Create(ctx context.Context, project int64, req cloud.CreateRequest) (cloud.Created, error) {
-	if err := checkFence(p.el, "provider create"); err != nil {
-		return cloud.Created{}, err
-	}
-	return p.Provider.Create(ctx, project, req)
-}
-
-func (p fencedProvider) SetDefault(ctx context.Context, project int64, id string) error {
-	if err := checkFence(p.el, "provider set default"); err != nil {
-		return err
-	}
-	return p.Provider.SetDefault(ctx, project, id)
-}
-
-func (p fencedProvider) Delete(ctx context.Context, project int64, id string) error {
-	if err := checkFence(p.el, "provider delete"); err != nil {
-		return err
-	}
-	return p.Provider.Delete(ctx, project, id)
 }
 
 type fencedKeyStore struct {
