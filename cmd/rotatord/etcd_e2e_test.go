@@ -3,6 +3,7 @@ package main_test
 import (
 	"context"
 	"fmt"
+	"net/http/httptest"
 	"os"
 	"regexp"
 	"slices"
@@ -444,4 +445,69 @@ func TestEtcd_Faults(t *testing.T) {
 	}
 	f.assertNoDuplicateUploads()
 	f.converge(ps)
+}
+
+// TestEtcd_StandbyAnswers: what an operator sees of two processes on one
+// etcd. `status` on the standby names its role and the leader with its
+// address; `rotate` on the standby refuses and names the leader; `reload`
+// on the standby reloads and names the leader; /metrics says
+// rotatord_leader 1 on the leader and 0 on the standby; Slack hears
+// leader_changed when the leader starts and again when the standby takes
+// over.
+func TestEtcd_StandbyAnswers(t *testing.T) {
+	e := newEnv(t, cloudtest.Options{})
+	hook := &webhook{}
+	srv := httptest.NewServer(hook)
+	defer srv.Close()
+	ps := []policyYAML{{Name: "gpu"}, {Name: "infer", Gcore: true}}
+	e.writeConfig(ps, "") // newFleet rewrites it; the slack section is added below
+	f := newFleet(t, e, 2, ps, fleetTTL)
+	f.env = []string{"E2E_WEBHOOK=" + srv.URL + "/services/T000/B000/secretpart"}
+	for _, p := range f.procs {
+		cfg, _ := os.ReadFile(p.cfg)
+		if err := os.WriteFile(p.cfg, append(cfg, []byte("slack: {webhook_url_env: E2E_WEBHOOK}\n")...), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lead, stand := f.procs[0], f.procs[1]
+	lead.start()
+	f.waitLeader([]*proc{lead}, 20*time.Second)
+	stand.start()
+	leaderAddr := "http://" + lead.metrics
+
+	out, stderr, code := e.rotatord(f.env, "status", "-config", stand.cfg)
+	if code != 0 || !strings.Contains(out, "role: standby; leader: "+leaderName(lead.pid)+" at "+leaderAddr) {
+		t.Errorf("status on the standby (exit %d):\n%s%s\nwant it to name its role and the leader %s at %s", code, out, stderr, leaderName(lead.pid), leaderAddr)
+	}
+	out, _, _ = e.rotatord(f.env, "status", "-config", lead.cfg)
+	if !strings.Contains(out, "role: leader") {
+		t.Errorf("status on the leader:\n%s", out)
+	}
+	t.Logf("status on the standby:\n%s", out)
+	out, stderr, code = e.rotatord(f.env, "rotate", "-config", stand.cfg, "-all")
+	t.Logf("rotate on the standby: exit %d: %s%s", code, out, stderr)
+	if code == 0 || !strings.Contains(out+stderr, "standby") || !strings.Contains(out+stderr, leaderAddr) {
+		t.Errorf("rotate on the standby: exit %d\n%s%s\nwant a refusal naming the leader at %s", code, out, stderr, leaderAddr)
+	}
+	out, stderr, code = e.rotatord(f.env, "reload", "-config", stand.cfg)
+	t.Logf("reload on the standby: %s", out)
+	if code != 0 || !strings.Contains(out, "standby") || !strings.Contains(out, leaderAddr) {
+		t.Errorf("reload on the standby: exit %d\n%s%s\nwant it done, naming the leader", code, out, stderr)
+	}
+	eventually(t, 10*time.Second, "rotatord_leader 1 on the leader, 0 on the standby", func() bool {
+		return lead.metric("rotatord_leader") == "1" && stand.metric("rotatord_leader") == "0"
+	})
+	eventually(t, 10*time.Second, "Slack to hear the first leader", func() bool { return hook.count("leader changed") >= 1 })
+	if hook.count(leaderName(lead.pid)) == 0 {
+		t.Errorf("the leader_changed message does not name the leader %s:\n%s", leaderName(lead.pid), hook.all())
+	}
+
+	lead.d.signal(syscall.SIGTERM)
+	lead.d.wait(30 * time.Second)
+	f.waitLeader([]*proc{stand}, 2*time.Second) // it resigned: no lease to wait out
+	eventually(t, 10*time.Second, "Slack to hear the new leader", func() bool { return hook.count(leaderName(stand.pid)) >= 1 })
+	eventually(t, 10*time.Second, "rotatord_leader 1 on the new leader", func() bool { return stand.metric("rotatord_leader") == "1" })
+	if !strings.Contains(stand.d.logs.String(), "leading: resuming open rotations") {
+		t.Error("the new leader's log does not say it leads")
+	}
 }

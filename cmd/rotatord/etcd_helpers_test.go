@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -42,6 +43,7 @@ type fleet struct {
 	store state.Store // read-only view of the shared state
 	procs []*proc
 	ttl   time.Duration
+	env   []string // extra environment of every process
 }
 
 // proc is one rotatord process of a fleet, restartable.
@@ -52,6 +54,7 @@ type proc struct {
 	sock  string
 	prov  *recorder // its provider calls
 	vault *recorder // its Vault calls
+	metrics string  // its metrics.listen address
 	d     *daemon
 	pid   int
 }
@@ -152,7 +155,9 @@ func newFleetOn(t testing.TB, e *env, c *etcdtest.Cluster, n int, ps []policyYAM
 		p.prov = newRecorder(t, e.fake.URL())
 		p.vault = newRecorder(t, vaultSrv.Addr)
 		cfg := strings.Replace(string(base), stateLine, etcdState, 1)
-		cfg = strings.Replace(cfg, e.socket(), p.sock, 1)
+		p.metrics = fmt.Sprintf("127.0.0.1:%d", freeTCPPort(t))
+		cfg = strings.Replace(cfg, fmt.Sprintf("control: {socket: %s}", e.socket()),
+			fmt.Sprintf("control: {socket: %s}\nmetrics: {listen: %q}", p.sock, p.metrics), 1)
 		cfg = strings.ReplaceAll(cfg, e.fake.URL(), p.prov.URL())
 		cfg = strings.Replace(cfg, "address: "+vaultSrv.Addr, "address: "+p.vault.URL(), 1)
 		if cfg == string(base) || !strings.Contains(cfg, "backend: etcd") {
@@ -212,7 +217,7 @@ func (p *proc) start() {
 	_ = os.Remove(p.sock)
 	d := &daemon{t: t, logs: &lineBuffer{}, done: make(chan struct{})}
 	d.cmd = exec.Command(rotatordBin, "run", "-config", p.cfg)
-	d.cmd.Env = p.f.e.environ()
+	d.cmd.Env = p.f.e.environ(p.f.env...)
 	d.cmd.Stderr, d.cmd.Stdout = d.logs, d.logs
 	if err := d.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -382,4 +387,30 @@ func (f *fleet) revision() int64 {
 func leaderName(pid int) string {
 	host, _ := os.Hostname()
 	return fmt.Sprintf("%s/%d", host, pid)
+}
+
+func freeTCPPort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// metric returns the value of an unlabelled metric p serves, or "".
+func (p *proc) metric(name string) string {
+	resp, err := http.Get("http://" + p.metrics + "/metrics")
+	if err != nil {
+		return ""
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(body), "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			return v
+		}
+	}
+	return ""
 }
