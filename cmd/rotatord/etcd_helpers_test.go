@@ -48,15 +48,15 @@ type fleet struct {
 
 // proc is one rotatord process of a fleet, restartable.
 type proc struct {
-	f     *fleet
-	name  string
-	cfg   string
-	sock  string
-	prov  *recorder // its provider calls
-	vault *recorder // its Vault calls
-	metrics string  // its metrics.listen address
-	d     *daemon
-	pid   int
+	f       *fleet
+	name    string
+	cfg     string
+	sock    string
+	prov    *recorder // its provider calls
+	vault   *recorder // its Vault calls
+	metrics string    // its metrics.listen address
+	d       *daemon
+	pid     int
 }
 
 // recorder is a reverse proxy that logs every request it forwards.
