@@ -11,7 +11,10 @@
 // Every Update is one etcd transaction. It reads at one revision R, keeps
 // its writes in memory, and commits them only if the commit key was not
 // rewritten after R: an optimistic compare-and-swap, retried on conflict,
-// which makes Updates serializable across processes. Within a process,
+// which makes Updates serializable across processes. What a process's
+// Updates read and wrote stays cached while no other process commits (the
+// leader is normally the only writer), so an Update reads etcd only for
+// what it has not seen. Edit the state only through rotatord. Within a process,
 // Updates that arrive while a commit is in flight are committed together,
 // as bbolt's DB.Batch does, so many rotations share one round of consensus.
 //
@@ -105,6 +108,14 @@ type Backend struct {
 	readOnly  bool
 	closeCli  bool
 	writer    string
+
+	// cache holds what the committer read and wrote, as of revision
+	// cacheRev, the revision of this backend's last commit (0: empty). It
+	// stays true while no other process commits: begin checks that the
+	// commit key still has that revision. Only the committer goroutine
+	// touches it; a nil value means the key is absent.
+	cache    map[string][]byte
+	cacheRev int64
 
 	calls     chan *call
 	stop      chan struct{}
@@ -348,6 +359,8 @@ type txn struct {
 	// writes maps an etcd key to its new value; nil means deleted.
 	writes map[string][]byte
 	undo   []undo
+	// reads are the point reads of an Update at rev, for the cache.
+	reads map[string][]byte
 }
 
 // undo restores one key of writes when a call of a batch fails.
@@ -366,8 +379,18 @@ func (t *txn) begin() error {
 		return fmt.Errorf("read etcd revision: %w", err)
 	}
 	t.rev = resp.Header.Revision
+	if len(resp.Kvs) == 0 || resp.Kvs[0].ModRevision != t.b.cacheRev || len(t.b.cache) > maxCache {
+		// Another process committed since this one did: what it read is
+		// stale.
+		t.b.cache, t.b.cacheRev = map[string][]byte{}, 0
+	}
+	t.reads = map[string][]byte{}
 	return nil
 }
+
+// maxCache bounds the committer's cache (keys); past it the cache starts
+// over.
+const maxCache = 200_000
 
 func (t *txn) rollback(mark int) {
 	for i := len(t.undo) - 1; i >= mark; i-- {
@@ -392,14 +415,23 @@ func (t *txn) get(key string) ([]byte, error) {
 	if v, ok := t.writes[key]; ok {
 		return v, nil
 	}
+	if !t.readOnly {
+		if v, ok := t.b.cache[key]; ok {
+			return v, nil
+		}
+	}
 	resp, err := t.read(key)
 	if err != nil {
 		return nil, fmt.Errorf("etcd get: %w", err)
 	}
-	if len(resp.Kvs) == 0 {
-		return nil, nil
+	var v []byte
+	if len(resp.Kvs) > 0 {
+		v = resp.Kvs[0].Value
 	}
-	return resp.Kvs[0].Value, nil
+	if t.reads != nil {
+		t.reads[key] = v
+	}
+	return v, nil
 }
 
 // read is one range read of the transaction. The first is linearizable
@@ -455,6 +487,15 @@ func (t *txn) commit(f fence) error {
 		return fmt.Errorf("commit to etcd: %w", err)
 	}
 	if resp.Succeeded {
+		// Nobody committed between this transaction's reads and its
+		// commit (the compare says so): all of it holds as of the commit.
+		for k, v := range t.reads {
+			t.b.cache[k] = v
+		}
+		for k, v := range t.writes {
+			t.b.cache[k] = v
+		}
+		t.b.cacheRev = resp.Header.Revision
 		return nil
 	}
 	if t.b.guard != nil {
