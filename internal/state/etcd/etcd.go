@@ -116,6 +116,10 @@ type Backend struct {
 	// touches it; a nil value means the key is absent.
 	cache    map[string][]byte
 	cacheRev int64
+	// lasts holds, by bucket, its last key and value as of cacheRev (key
+	// "" when the bucket is empty): the first page of the reverse scans
+	// that find the audit log's head.
+	lasts map[string]kvPair
 
 	calls     chan *call
 	stop      chan struct{}
@@ -359,8 +363,10 @@ type txn struct {
 	// writes maps an etcd key to its new value; nil means deleted.
 	writes map[string][]byte
 	undo   []undo
-	// reads are the point reads of an Update at rev, for the cache.
+	// reads are the point reads of an Update at rev, for the cache; lasts
+	// the last entries its whole-bucket reverse scans found.
 	reads map[string][]byte
+	lasts map[string]kvPair
 }
 
 // undo restores one key of writes when a call of a batch fails.
@@ -382,9 +388,9 @@ func (t *txn) begin() error {
 	if len(resp.Kvs) == 0 || resp.Kvs[0].ModRevision != t.b.cacheRev || len(t.b.cache) > maxCache {
 		// Another process committed since this one did: what it read is
 		// stale.
-		t.b.cache, t.b.cacheRev = map[string][]byte{}, 0
+		t.b.cache, t.b.cacheRev, t.b.lasts = map[string][]byte{}, 0, map[string]kvPair{}
 	}
-	t.reads = map[string][]byte{}
+	t.reads, t.lasts = map[string][]byte{}, map[string]kvPair{}
 	return nil
 }
 
@@ -495,6 +501,12 @@ func (t *txn) commit(f fence) error {
 		for k, v := range t.writes {
 			t.b.cache[k] = v
 		}
+		for bucket, last := range t.lasts {
+			t.b.lasts[bucket] = last
+		}
+		for k, v := range t.writes {
+			t.b.moveLast(k, v)
+		}
 		t.b.cacheRev = resp.Header.Revision
 		return nil
 	}
@@ -505,6 +517,24 @@ func (t *txn) commit(f fence) error {
 		}
 	}
 	return errConflict
+}
+
+// moveLast updates the cached last entry of k's bucket after k was set to
+// v (nil: deleted).
+func (b *Backend) moveLast(k string, v []byte) {
+	rest, ok := strings.CutPrefix(k, b.prefix+"b/")
+	if !ok {
+		return
+	}
+	bucket, _, ok := strings.Cut(rest, "/")
+	last, known := b.lasts[bucket]
+	switch {
+	case !ok || !known:
+	case v != nil && (last.Key == nil || k >= string(last.Key)):
+		b.lasts[bucket] = kvPair{Key: []byte(k), Value: v}
+	case v == nil && k == string(last.Key):
+		delete(b.lasts, bucket) // the one before it is not known
+	}
 }
 
 func (t *txn) Get(bucket string, key []byte) ([]byte, error) {
@@ -565,12 +595,32 @@ func (t *txn) Scan(bucket string, prefix []byte, reverse bool, fn func(k, v []by
 		return nil
 	}
 	lo, hi := start, end
+	whole := reverse && len(prefix) == 0 && !t.readOnly && t.lasts != nil
+	first := true
 	err := func() error {
 		for {
-			kvs, more, err := t.page(lo, hi, reverse)
-			if err != nil {
-				return fmt.Errorf("scan %s/%q: %w", bucket, prefix, err)
+			var kvs []kvPair
+			var more bool
+			lc, cached := t.b.lasts[bucket]
+			switch {
+			case first && whole && cached && lc.Key == nil:
+				// The bucket is empty (as of the cache).
+			case first && whole && cached:
+				kvs, more = []kvPair{lc}, true
+			default:
+				var err error
+				kvs, more, err = t.page(lo, hi, reverse)
+				if err != nil {
+					return fmt.Errorf("scan %s/%q: %w", bucket, prefix, err)
+				}
+				if first && whole {
+					t.lasts[bucket] = kvPair{}
+					if len(kvs) > 0 {
+						t.lasts[bucket] = kvs[0]
+					}
+				}
 			}
+			first = false
 			for _, kv := range kvs {
 				k := string(kv.Key)
 				if err := flush(k); err != nil {
