@@ -37,7 +37,7 @@ type StandbyError struct {
 
 func (e *StandbyError) Error() string {
 	if e.Leader == nil {
-		return ErrStandby.Error() + " and no rotatord leads right now (an election is under way); try again in a few seconds"
+		return ErrStandby.Error() + " and no leader is known right now (an election is under way, or etcd does not answer); try again in a few seconds"
 	}
 	return fmt.Sprintf("%s: the leader is %s; ask it", ErrStandby, e.Leader)
 }
