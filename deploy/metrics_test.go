@@ -413,8 +413,7 @@ func TestDashboard_queriesParse(t *testing.T) {
 // export yet; alert rules may use them ahead of time (an alert on a series
 // that does not exist stays silent). The dashboard may not: a panel over a
 // missing metric is a broken panel.
-var announcedMetrics = map[string]string{
-}
+var announcedMetrics = map[string]string{}
 
 // Every metric an alert reads is exported or announced in DESIGN.md: a
 // typo in an alert's metric name would make it silent forever.
