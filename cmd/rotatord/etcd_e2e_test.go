@@ -3,7 +3,9 @@ package main_test
 import (
 	"context"
 	"fmt"
+	"net/http/httptest"
 	"os"
+	"regexp"
 	"slices"
 	"strings"
 	"syscall"
@@ -12,9 +14,12 @@ import (
 
 	"github.com/rotatord/rotatord/internal/cloud/cloudtest"
 	"github.com/rotatord/rotatord/internal/state"
+	"github.com/rotatord/rotatord/internal/state/etcdtest"
 )
 
 const fleetTTL = 2 * time.Second
+
+var maxAge = regexp.MustCompile(`max_age: \w+`)
 
 // fleetPolicies are n policies that each come due every 15 s: one
 // Sesterce policy owns the account's default key, the others alternate
@@ -118,7 +123,7 @@ func TestEtcd_Failover(t *testing.T) {
 		}
 	}
 	for _, p := range f.procs {
-		if n := p.d.logs.count("leadership lost"); n > 0 {
+		if n := p.d.logs.count("leadership lost") - p.d.logs.count("shutting down"); n > 0 {
 			t.Logf("%s (last run) lost leadership %d time(s) besides the kills; last reason: %s", p.name, n, lastLine(p.d.logs.String(), "leadership lost"))
 		}
 	}
@@ -133,7 +138,10 @@ func (f *fleet) assertNoDuplicateUploads() {
 	f.t.Helper()
 	seen := map[string]string{}
 	for _, p := range f.procs {
-		for _, r := range p.prov.since(time.Time{}, func(r recorded) bool { return r.Method == "POST" && r.Name != "" }) {
+		// A create cut off by a kill before the fake answered made no key;
+		// the next leader rightly tries again.
+		created := func(r recorded) bool { return r.Method == "POST" && r.Name != "" && r.Status/100 == 2 }
+		for _, r := range p.prov.since(time.Time{}, created) {
 			if other, dup := seen[r.Name]; dup {
 				f.t.Errorf("key %s uploaded twice (by %s and %s)", r.Name, other, p.name)
 			}
@@ -174,7 +182,7 @@ func (f *fleet) converge(ps []policyYAML) {
 	if err != nil {
 		f.t.Fatal(err)
 	}
-	final := strings.ReplaceAll(string(cfg), "max_age: 40s", "max_age: 24h")
+	final := maxAge.ReplaceAllString(string(cfg), "max_age: 24h")
 	finalPath := f.procs[0].cfg + ".final.yaml"
 	if err := os.WriteFile(finalPath, []byte(final), 0o600); err != nil {
 		f.t.Fatal(err)
@@ -242,4 +250,264 @@ func lastLine(logs, with string) string {
 		}
 	}
 	return ""
+}
+
+// fastPolicies come due two seconds after each rotation, so that
+// rotations are always in flight.
+func fastPolicies(n int) []policyYAML {
+	ps := make([]policyYAML, n)
+	for i := range ps {
+		ps[i] = policyYAML{Name: fmt.Sprintf("fast-%02d", i), Schedule: "@every 1s", MaxAge: "6s", RotateBefore: "4s", Grace: "1s",
+			Gcore: i%2 == 0 && i > 0, NoDefault: i%2 == 1}
+	}
+	return ps
+}
+
+// waitOpen polls until a rotation is open in the journal.
+func (f *fleet) waitOpen(within time.Duration) {
+	f.t.Helper()
+	deadline := time.Now().Add(within)
+	for len(f.openRotations()) == 0 {
+		if time.Now().After(deadline) {
+			f.t.Fatalf("no rotation in flight within %s", within)
+		}
+		time.Sleep(5 * time.Millisecond) // poll interval
+	}
+}
+
+// TestEtcd_Fencing: the leader is stopped (SIGSTOP) in the middle of
+// rotations for longer than its lease; the standby takes over and
+// rotates. When the old leader continues (SIGCONT) it finds out on its
+// own clock that it no longer leads: it commits nothing to etcd (the
+// commit key's history names only the new leader), sends no request to
+// the provider and none to Vault's key paths, and says why it stepped
+// down. Afterwards every policy converges.
+func TestEtcd_Fencing(t *testing.T) {
+	e := newEnv(t, cloudtest.Options{Latency: 20 * time.Millisecond})
+	ps := fastPolicies(20)
+	f := newFleet(t, e, 2, ps, fleetTTL)
+	old, next := f.procs[0], f.procs[1]
+	old.start()
+	f.waitLeader([]*proc{old}, 20*time.Second)
+	next.start()
+	f.waitOpen(30 * time.Second)
+	if l := f.leader(f.procs); l != old {
+		t.Fatalf("leader before the stop is %v, want %s", l, old.name)
+	}
+	old.d.signal(syscall.SIGSTOP)
+	stopped := time.Now()
+	f.waitLeader([]*proc{next}, fleetTTL+5*time.Second)
+	t.Logf("%s leads %s after %s was stopped", next.name, time.Since(stopped).Round(time.Millisecond), old.name)
+	// The new leader works: it creates keys (resuming what the old one
+	// left, and rotating on schedule).
+	eventually(t, 20*time.Second, "the new leader to create keys", func() bool {
+		return len(next.prov.since(stopped, func(r recorded) bool { return r.Method == "POST" && r.Status/100 == 2 })) >= 3
+	})
+	// Well past the old leader's lease.
+	if wait := time.Until(stopped.Add(fleetTTL + time.Second)); wait > 0 {
+		time.Sleep(wait)
+	}
+	rev := f.revision()
+	cont := time.Now()
+	old.d.signal(syscall.SIGCONT)
+	eventually(t, 5*time.Second, "the old leader to step down", func() bool { return old.d.logs.count("leadership lost") > 0 })
+	// Leave it time to misbehave: the new leader keeps rotating meanwhile.
+	time.Sleep(3 * time.Second)
+	reason := lastLine(old.d.logs.String(), "leadership lost")
+	t.Logf("old leader: %s", reason)
+	if !strings.Contains(reason, "lease") {
+		t.Errorf("the old leader's log does not say it lost its lease: %s", reason)
+	}
+	if calls := old.prov.since(cont, nil); len(calls) > 0 {
+		t.Errorf("the deposed leader made %d provider call(s) after SIGCONT, first %+v", len(calls), calls[0])
+	}
+	keyPaths := func(r recorded) bool { return strings.Contains(r.Path, "/"+e.prefix+"/") }
+	if calls := old.vault.since(cont, keyPaths); len(calls) > 0 {
+		t.Errorf("the deposed leader made %d Vault key call(s) after SIGCONT, first %+v", len(calls), calls[0])
+	}
+	writers := f.commitWriters(rev)
+	if len(writers) == 0 {
+		t.Error("no commit at all after SIGCONT: the new leader stopped working?")
+	}
+	for _, w := range writers {
+		if w != leaderName(next.pid) {
+			t.Errorf("a state commit after SIGCONT by %q, want only the new leader %q", w, leaderName(next.pid))
+			break
+		}
+	}
+	t.Logf("after SIGCONT: %d state commits, all by the new leader; the old one made 0 provider and 0 Vault key calls", len(writers))
+	if st, err := old.status(); err != nil || st.Role != "standby" || st.Leader == nil || !strings.Contains(st.Leader.Name, fmt.Sprint(next.pid)) {
+		t.Errorf("old leader's status: role %q leader %v (%v); want standby naming %s", st.Role, st.Leader, err, next.name)
+	}
+	for _, p := range f.procs {
+		p.d.signal(syscall.SIGTERM)
+		p.d.wait(30 * time.Second)
+	}
+	f.assertNoDuplicateUploads()
+	f.converge(ps)
+}
+
+// etcdLeader returns the member that is etcd's own raft leader.
+func (f *fleet) etcdLeader() *etcdtest.Member {
+	f.t.Helper()
+	for _, m := range f.etcd.Members {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		st, err := f.cli.Status(ctx, m.ClientURL)
+		cancel()
+		if err == nil && st.Leader == st.Header.MemberId {
+			return m
+		}
+	}
+	f.t.Fatal("no etcd member leads")
+	return nil
+}
+
+// creates counts the keys a process created since t0.
+func (p *proc) creates(t0 time.Time) int {
+	return len(p.prov.since(t0, func(r recorded) bool { return r.Method == "POST" && r.Status/100 == 2 }))
+}
+
+// TestEtcd_Faults: etcd itself fails under a running fleet. One member
+// down (etcd's own raft leader) changes nothing: the rotatord leader
+// keeps leading and rotating. Two members down (quorum lost): within
+// lease_ttl the leader stops acting (no provider call after that) and
+// says why. When quorum returns, a leader is elected again, the
+// rotations left open are finished, and every policy converges.
+func TestEtcd_Faults(t *testing.T) {
+	e := newEnv(t, cloudtest.Options{Latency: 10 * time.Millisecond})
+	ps := fastPolicies(10)
+	// etcd elects a new raft leader within about one election timeout (1s
+	// by default), and a lease must outlive that: 5s does, 2s may not.
+	const ttl = 5 * time.Second
+	f := newFleet(t, e, 2, ps, ttl)
+	for _, p := range f.procs {
+		p.start()
+	}
+	lead, _ := f.waitLeader(f.procs, 20*time.Second)
+	f.waitOpen(30 * time.Second)
+
+	// One member down: etcd's raft leader, the hardest one.
+	lost := lead.d.logs.count("leadership lost")
+	down := f.etcdLeader()
+	down.Kill()
+	killed := time.Now()
+	eventually(t, 20*time.Second, "rotations to go on with one etcd member down", func() bool { return lead.creates(killed) >= 5 })
+	time.Sleep(2 * ttl) // long enough for a lease to lapse, had it been hurt
+	if n := lead.d.logs.count("leadership lost"); n != lost {
+		t.Fatalf("the leader lost leadership with one etcd member down: %s", lastLine(lead.d.logs.String(), "leadership lost"))
+	}
+	if l := f.leader(f.procs); l != lead {
+		t.Fatalf("leader changed from %s to %v with one etcd member down", lead.name, l)
+	}
+	t.Logf("one etcd member (the raft leader) down: %s kept leading, %d keys created meanwhile", lead.name, lead.creates(killed))
+	f.etcd.Restart(t, down)
+	f.etcd.WaitHealthy(t, 30*time.Second)
+
+	// Quorum lost: two of three members down.
+	f.waitOpen(30 * time.Second)
+	var gone []*etcdtest.Member
+	for _, m := range f.etcd.Members[:2] {
+		m.Kill()
+		gone = append(gone, m)
+	}
+	quorumLost := time.Now()
+	eventually(t, ttl+2*time.Second, "the leader to step down without quorum", func() bool { return lead.d.logs.count("leadership lost") > lost })
+	stepped := time.Since(quorumLost)
+	t.Logf("quorum lost: %s stepped down after %s: %s", lead.name, stepped.Round(time.Millisecond), lastLine(lead.d.logs.String(), "leadership lost"))
+	if stepped > ttl+500*time.Millisecond {
+		t.Errorf("the leader stepped down %s after quorum was lost, want within lease_ttl (%s)", stepped, ttl)
+	}
+	time.Sleep(2 * ttl)
+	for _, p := range f.procs {
+		if calls := p.prov.since(quorumLost.Add(ttl), nil); len(calls) > 0 {
+			t.Errorf("%s made %d provider call(s) more than lease_ttl after quorum was lost, first %+v", p.name, len(calls), calls[0])
+		}
+	}
+	for _, m := range gone {
+		f.etcd.Restart(t, m)
+	}
+	f.etcd.WaitHealthy(t, 30*time.Second)
+	back := time.Now()
+	open := f.openRotations()
+	next, took := f.waitLeader(f.procs, 30*time.Second)
+	t.Logf("quorum back: %s leads after %s, %d rotation(s) were left open", next.name, took.Round(time.Millisecond), len(open))
+	for _, r := range open {
+		eventually(t, 30*time.Second, "rotation "+r.ID+" to be resumed", func() bool {
+			var cur state.Rotation
+			_ = f.store.View(func(tx state.Tx) (err error) { cur, _, err = tx.Rotation(r.ID); return err })
+			return cur.Step.Terminal()
+		})
+	}
+	eventually(t, 20*time.Second, "rotations to go on after quorum is back", func() bool { return next.creates(back) >= 3 })
+	for _, p := range f.procs {
+		p.d.signal(syscall.SIGTERM)
+		p.d.wait(30 * time.Second)
+	}
+	f.assertNoDuplicateUploads()
+	f.converge(ps)
+}
+
+// TestEtcd_StandbyAnswers: what an operator sees of two processes on one
+// etcd. `status` on the standby names its role and the leader with its
+// address; `rotate` on the standby refuses and names the leader; `reload`
+// on the standby reloads and names the leader; /metrics says
+// rotatord_leader 1 on the leader and 0 on the standby; Slack hears
+// leader_changed when the leader starts and again when the standby takes
+// over.
+func TestEtcd_StandbyAnswers(t *testing.T) {
+	e := newEnv(t, cloudtest.Options{})
+	hook := &webhook{}
+	srv := httptest.NewServer(hook)
+	defer srv.Close()
+	ps := []policyYAML{{Name: "gpu"}, {Name: "infer", Gcore: true}}
+	e.writeConfig(ps, "") // newFleet rewrites it; the slack section is added below
+	f := newFleet(t, e, 2, ps, fleetTTL)
+	f.env = []string{"E2E_WEBHOOK=" + srv.URL + "/services/T000/B000/secretpart"}
+	for _, p := range f.procs {
+		cfg, _ := os.ReadFile(p.cfg)
+		if err := os.WriteFile(p.cfg, append(cfg, []byte("slack: {webhook_url_env: E2E_WEBHOOK}\n")...), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lead, stand := f.procs[0], f.procs[1]
+	lead.start()
+	f.waitLeader([]*proc{lead}, 20*time.Second)
+	stand.start()
+	leaderAddr := "http://" + lead.metrics
+
+	out, stderr, code := e.rotatord(f.env, "status", "-config", stand.cfg)
+	if code != 0 || !strings.Contains(out, "role: standby; leader: "+leaderName(lead.pid)+" at "+leaderAddr) {
+		t.Errorf("status on the standby (exit %d):\n%s%s\nwant it to name its role and the leader %s at %s", code, out, stderr, leaderName(lead.pid), leaderAddr)
+	}
+	out, _, _ = e.rotatord(f.env, "status", "-config", lead.cfg)
+	if !strings.Contains(out, "role: leader") {
+		t.Errorf("status on the leader:\n%s", out)
+	}
+	t.Logf("status on the standby:\n%s", out)
+	out, stderr, code = e.rotatord(f.env, "rotate", "-config", stand.cfg, "-all")
+	t.Logf("rotate on the standby: exit %d: %s%s", code, out, stderr)
+	if code == 0 || !strings.Contains(out+stderr, "standby") || !strings.Contains(out+stderr, leaderAddr) {
+		t.Errorf("rotate on the standby: exit %d\n%s%s\nwant a refusal naming the leader at %s", code, out, stderr, leaderAddr)
+	}
+	out, stderr, code = e.rotatord(f.env, "reload", "-config", stand.cfg)
+	t.Logf("reload on the standby: %s", out)
+	if code != 0 || !strings.Contains(out, "standby") || !strings.Contains(out, leaderAddr) {
+		t.Errorf("reload on the standby: exit %d\n%s%s\nwant it done, naming the leader", code, out, stderr)
+	}
+	eventually(t, 10*time.Second, "rotatord_leader 1 on the leader, 0 on the standby", func() bool {
+		return lead.metric("rotatord_leader") == "1" && stand.metric("rotatord_leader") == "0"
+	})
+	eventually(t, 10*time.Second, "Slack to hear the first leader", func() bool { return hook.count("leader changed") >= 1 })
+	if hook.count(leaderName(lead.pid)) == 0 {
+		t.Errorf("the leader_changed message does not name the leader %s:\n%s", leaderName(lead.pid), hook.all())
+	}
+
+	lead.d.signal(syscall.SIGTERM)
+	lead.d.wait(30 * time.Second)
+	f.waitLeader([]*proc{stand}, 2*time.Second) // it resigned: no lease to wait out
+	eventually(t, 10*time.Second, "Slack to hear the new leader", func() bool { return hook.count(leaderName(stand.pid)) >= 1 })
+	eventually(t, 10*time.Second, "rotatord_leader 1 on the new leader", func() bool { return stand.metric("rotatord_leader") == "1" })
+	if !strings.Contains(stand.d.logs.String(), "leading: resuming open rotations") {
+		t.Error("the new leader's log does not say it leads")
+	}
 }

@@ -2,9 +2,9 @@ package main_test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -36,25 +36,27 @@ const etcdPrefix = "/rotatord-e2e/"
 
 // fleet is several rotatord processes sharing state on one etcd.
 type fleet struct {
-	t     *testing.T
+	t     testing.TB
 	e     *env
 	etcd  *etcdtest.Cluster
 	cli   *clientv3.Client
 	store state.Store // read-only view of the shared state
 	procs []*proc
 	ttl   time.Duration
+	env   []string // extra environment of every process
 }
 
 // proc is one rotatord process of a fleet, restartable.
 type proc struct {
-	f     *fleet
-	name  string
-	cfg   string
-	sock  string
-	prov  *recorder // its provider calls
-	vault *recorder // its Vault calls
-	d     *daemon
-	pid   int
+	f       *fleet
+	name    string
+	cfg     string
+	sock    string
+	prov    *recorder // its provider calls
+	vault   *recorder // its Vault calls
+	metrics string    // its metrics.listen address
+	d       *daemon
+	pid     int
 }
 
 // recorder is a reverse proxy that logs every request it forwards.
@@ -69,6 +71,19 @@ type recorded struct {
 	Method string
 	Path   string
 	Name   string // the key name of a create
+	Status int    // the upstream's answer; 502 when it gave none
+}
+
+// statusWriter keeps the status the proxy answered with, even when the
+// caller is gone (killed) and the answer goes nowhere.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	w.status = code
+	w.ResponseWriter.WriteHeader(code)
 }
 
 var keyName = regexp.MustCompile(`"name"\s*:\s*"([^"]+)"`)
@@ -89,10 +104,12 @@ func newRecorder(t testing.TB, target string) *recorder {
 				rec.Name = string(m[1])
 			}
 		}
+		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+		rp.ServeHTTP(sw, req)
+		rec.Status = sw.status
 		r.mu.Lock()
 		r.log = append(r.log, rec)
 		r.mu.Unlock()
-		rp.ServeHTTP(w, req)
 	}))
 	t.Cleanup(r.srv.Close)
 	return r
@@ -115,9 +132,14 @@ func (r *recorder) since(t0 time.Time, keep func(recorded) bool) []recorded {
 
 // newFleet starts an etcd cluster and writes one config per process,
 // each with its own socket and proxies; none is started.
-func newFleet(t *testing.T, e *env, n int, ps []policyYAML, ttl time.Duration) *fleet {
+func newFleet(t testing.TB, e *env, n int, ps []policyYAML, ttl time.Duration) *fleet {
 	t.Helper()
-	f := &fleet{t: t, e: e, etcd: etcdtest.Start(t, 3), ttl: ttl}
+	return newFleetOn(t, e, etcdtest.Start(t, 3), n, ps, ttl)
+}
+
+func newFleetOn(t testing.TB, e *env, c *etcdtest.Cluster, n int, ps []policyYAML, ttl time.Duration) *fleet {
+	t.Helper()
+	f := &fleet{t: t, e: e, etcd: c, ttl: ttl}
 	f.cli = f.etcd.Client(t)
 	e.writeConfig(ps, "")
 	base, err := os.ReadFile(e.cfgPath)
@@ -133,7 +155,9 @@ func newFleet(t *testing.T, e *env, n int, ps []policyYAML, ttl time.Duration) *
 		p.prov = newRecorder(t, e.fake.URL())
 		p.vault = newRecorder(t, vaultSrv.Addr)
 		cfg := strings.Replace(string(base), stateLine, etcdState, 1)
-		cfg = strings.Replace(cfg, e.socket(), p.sock, 1)
+		p.metrics = fmt.Sprintf("127.0.0.1:%d", freeTCPPort(t))
+		cfg = strings.Replace(cfg, fmt.Sprintf("control: {socket: %s}", e.socket()),
+			fmt.Sprintf("control: {socket: %s}\nmetrics: {listen: %q}", p.sock, p.metrics), 1)
 		cfg = strings.ReplaceAll(cfg, e.fake.URL(), p.prov.URL())
 		cfg = strings.Replace(cfg, "address: "+vaultSrv.Addr, "address: "+p.vault.URL(), 1)
 		if cfg == string(base) || !strings.Contains(cfg, "backend: etcd") {
@@ -193,7 +217,7 @@ func (p *proc) start() {
 	_ = os.Remove(p.sock)
 	d := &daemon{t: t, logs: &lineBuffer{}, done: make(chan struct{})}
 	d.cmd = exec.Command(rotatordBin, "run", "-config", p.cfg)
-	d.cmd.Env = p.f.e.environ()
+	d.cmd.Env = p.f.e.environ(p.f.env...)
 	d.cmd.Stderr, d.cmd.Stdout = d.logs, d.logs
 	if err := d.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -365,9 +389,28 @@ func leaderName(pid int) string {
 	return fmt.Sprintf("%s/%d", host, pid)
 }
 
-func decodeJSON(t testing.TB, s string, v any) {
+func freeTCPPort(t testing.TB) int {
 	t.Helper()
-	if err := json.Unmarshal([]byte(s), v); err != nil {
-		t.Fatalf("decode %q: %v", s, err)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
 	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// metric returns the value of an unlabelled metric p serves, or "".
+func (p *proc) metric(name string) string {
+	resp, err := http.Get("http://" + p.metrics + "/metrics")
+	if err != nil {
+		return ""
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(body), "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			return v
+		}
+	}
+	return ""
 }

@@ -168,7 +168,11 @@ func New(ctx context.Context, cfg *policy.Config, opts Options) (*App, error) {
 // build makes the config-scoped parts: provider clients, the engine and a
 // scheduler that is not started. It changes nothing in a.
 func (a *App) build(cfg *policy.Config) (*runtime, error) {
-	provs, err := buildProviders(cfg, a.opts.Version, a.log)
+	provs, err := buildProviders(cfg, a.opts.Version, a.log, nil)
+	if err != nil {
+		return nil, err
+	}
+	engProvs, err := a.engineProviders(cfg, provs)
 	if err != nil {
 		return nil, err
 	}
@@ -177,12 +181,12 @@ func (a *App) build(cfg *policy.Config) (*runtime, error) {
 		conc[p.Name] = p.Concurrency
 	}
 	eng := rotate.New(rotate.Config{
-		Journal: a.db, Keys: a.fencedKeys(a.keys), Providers: a.fencedProviders(provs), Locks: a.locks, ProviderConcurrency: conc,
+		Journal: a.db, Keys: a.fencedKeys(a.keys), Providers: engProvs, Locks: a.locks, ProviderConcurrency: conc,
 		Logger: a.log.With("component", "rotate"), Kick: a.kick, Hook: a.opts.Hook,
 		BackoffBase: a.opts.BackoffBase, Sinks: a.sinks(), Ready: a.audit.Load,
 		HostSource: a.hostSource(cfg),
 	})
-	rt := &runtime{cfg: cfg, providers: provs, engine: eng, inv: a.newInventory(cfg, provs), loaded: time.Now()}
+	rt := &runtime{cfg: cfg, providers: provs, engine: eng, inv: a.newInventory(cfg, engProvs), loaded: time.Now()}
 	if rt.sched, err = a.schedule(rt); err != nil {
 		return nil, err
 	}
@@ -214,6 +218,9 @@ func (a *App) Start(ctx context.Context) error {
 	}
 	bgctx, cancel := context.WithCancel(context.Background())
 	a.cancel = cancel
+	if a.lead != nil {
+		a.lead.campaigning.Store(true) // before the socket takes a rotate
+	}
 	if err := a.listen(rt.cfg); err != nil {
 		cancel()
 		return err

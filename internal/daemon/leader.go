@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.etcd.io/etcd/client/pkg/v3/transport"
@@ -35,7 +37,7 @@ type StandbyError struct {
 
 func (e *StandbyError) Error() string {
 	if e.Leader == nil {
-		return ErrStandby.Error() + " and no rotatord leads right now (an election is under way); try again in a few seconds"
+		return ErrStandby.Error() + " and no leader is known right now (an election is under way, or etcd does not answer); try again in a few seconds"
 	}
 	return fmt.Sprintf("%s: the leader is %s; ask it", ErrStandby, e.Leader)
 }
@@ -48,6 +50,9 @@ type leadership struct {
 	cli  *clientv3.Client
 	el   *leader.Elector
 	self leader.Info
+	// campaigning is set once the daemon campaigns for good (Start); a
+	// one-shot command campaigns only for its own run.
+	campaigning atomic.Bool
 }
 
 // openState opens the state the config names: the bbolt file, or etcd
@@ -217,6 +222,7 @@ func (a *App) fillRole(ctx context.Context, st *control.Status) {
 // startLeadership campaigns in the background; each term won runs
 // leadTerm. Stop ends the campaign by cancelling ctx, which resigns.
 func (a *App) startLeadership(ctx context.Context) {
+	a.lead.campaigning.Store(true)
 	a.met.Leader(false)
 	a.bg.Go(func() {
 		if err := a.lead.el.Run(ctx); err != nil {
@@ -284,19 +290,40 @@ func (a *App) announceLeader(ctx context.Context) {
 // closeLeadership is a no-op: the etcd client belongs to the state
 // backend, which closes it with the state.
 
-// fenced wraps what the engine calls beyond the state: provider and
-// Vault calls are refused the moment leadership may be lost, by the
-// local lease clock, so a leader that was paused past its lease makes no
-// side effect before it notices it was deposed.
-func (a *App) fencedProviders(provs map[string]cloud.Provider) map[string]cloud.Provider {
+// engineProviders are the provider clients the engine and the inventory
+// call. With state on etcd they are fenced: every HTTP request, right
+// before it is sent (after rate-limit waits and retry backoffs, where a
+// paused leader may resume), is refused the moment leadership may be lost
+// by the local lease clock, so a leader that was stopped past its lease
+// makes no call before it notices it was deposed. The report keeps
+// unfenced clients: standbys serve it.
+func (a *App) engineProviders(cfg *policy.Config, provs map[string]cloud.Provider) (map[string]cloud.Provider, error) {
 	if a.lead == nil {
-		return provs
+		return provs, nil
 	}
-	out := make(map[string]cloud.Provider, len(provs))
-	for name, p := range provs {
-		out[name] = fencedProvider{Provider: p, el: a.lead.el}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConnsPerHost = 64
+	fenced, err := buildProviders(cfg, a.opts.Version, a.log, &http.Client{Transport: fencedTransport{base: tr, el: a.lead.el}})
+	if err != nil {
+		return nil, err
 	}
-	return out
+	return fenced, nil
+}
+
+// fencedTransport refuses to send a request once leadership may be lost.
+type fencedTransport struct {
+	base http.RoundTripper
+	el   *leader.Elector
+}
+
+func (t fencedTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	if err := checkFence(t.el, "provider request"); err != nil {
+		if r.Body != nil {
+			_ = r.Body.Close()
+		}
+		return nil, err
+	}
+	return t.base.RoundTrip(r)
 }
 
 func (a *App) fencedKeys(ks rotate.KeyStore) rotate.KeyStore {
@@ -311,39 +338,6 @@ func checkFence(el *leader.Elector, what string) error {
 		return fmt.Errorf("%s refused: %w", what, err)
 	}
 	return nil
-}
-
-type fencedProvider struct {
-	cloud.Provider
-	el *leader.Elector
-}
-
-func (p fencedProvider) List(ctx context.Context, project int64) ([]cloud.Key, error) {
-	if err := checkFence(p.el, "provider list"); err != nil {
-		return nil, err
-	}
-	return p.Provider.List(ctx, project)
-}
-
-func (p fencedProvider) Create(ctx context.Context, project int64, req cloud.CreateRequest) (cloud.Created, error) {
-	if err := checkFence(p.el, "provider create"); err != nil {
-		return cloud.Created{}, err
-	}
-	return p.Provider.Create(ctx, project, req)
-}
-
-func (p fencedProvider) SetDefault(ctx context.Context, project int64, id string) error {
-	if err := checkFence(p.el, "provider set default"); err != nil {
-		return err
-	}
-	return p.Provider.SetDefault(ctx, project, id)
-}
-
-func (p fencedProvider) Delete(ctx context.Context, project int64, id string) error {
-	if err := checkFence(p.el, "provider delete"); err != nil {
-		return err
-	}
-	return p.Provider.Delete(ctx, project, id)
 }
 
 type fencedKeyStore struct {
@@ -400,7 +394,7 @@ func (a *App) leadOnce(ctx context.Context) (context.Context, func(), error) {
 	case <-wait.C:
 		err := a.standbyErr(ctx)
 		release()
-		return nil, nil, fmt.Errorf("run -once: %w", err)
+		return nil, nil, fmt.Errorf("waited %s to lead: %w", 3*a.leaseTTL(), err)
 	case <-ctx.Done():
 		release()
 		return nil, nil, ctx.Err()
@@ -412,4 +406,18 @@ func (a *App) leaseTTL() time.Duration {
 		return cfg.State.Etcd.LeaseTTL
 	}
 	return policy.DefaultEtcdLeaseTTL
+}
+
+// manualTerm is termContext for rotations asked for by socket, signal or
+// an in-process command: a daemon must lead; a one-shot command (no
+// daemon runs with this socket) campaigns for its own run.
+func (a *App) manualTerm(ctx context.Context) (context.Context, context.CancelFunc, error) {
+	if a.lead == nil || a.lead.campaigning.Load() {
+		return a.termContext(ctx)
+	}
+	ctx, release, err := a.leadOnce(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	return ctx, release, nil
 }

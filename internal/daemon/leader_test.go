@@ -4,10 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/rotatord/rotatord/internal/control"
 	"github.com/rotatord/rotatord/internal/daemon"
@@ -130,5 +133,67 @@ func TestApp_EtcdLeaderAndStandby(t *testing.T) {
 		if !strings.Contains(logs, want) {
 			t.Errorf("the log does not say %q", want)
 		}
+	}
+}
+
+// TestApp_EtcdAuth: with etcd's authentication on, the daemon logs in
+// with the user named by username_env and the password in password_file,
+// is confined to its prefix, and leads. A wrong password fails New with
+// an error that names etcd and never the password.
+func TestApp_EtcdAuth(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	admin := c.Client(t)
+	ctx := context.Background()
+	const prefix, password = "/auth-test/", "s3cret-etcd-pw"
+	steps := []func() error{
+		func() error { _, err := admin.RoleAdd(ctx, "root"); return err },
+		func() error { _, err := admin.UserAdd(ctx, "root", "root-pw"); return err },
+		func() error { _, err := admin.UserGrantRole(ctx, "root", "root"); return err },
+		func() error { _, err := admin.RoleAdd(ctx, "rotatord"); return err },
+		func() error {
+			_, err := admin.RoleGrantPermission(ctx, "rotatord", prefix, clientv3.GetPrefixRangeEnd(prefix), clientv3.PermissionType(clientv3.PermReadWrite))
+			return err
+		},
+		func() error { _, err := admin.UserAdd(ctx, "rotatord", password); return err },
+		func() error { _, err := admin.UserGrantRole(ctx, "rotatord", "rotatord"); return err },
+		func() error { _, err := admin.AuthEnable(ctx); return err },
+	}
+	for i, step := range steps {
+		if err := step(); err != nil {
+			t.Fatalf("etcd auth set-up step %d: %v", i, err)
+		}
+	}
+	e := newEnv(t)
+	pwFile := filepath.Join(e.dir, "etcd.password")
+	t.Setenv("ETCD_TEST_USER", "rotatord")
+	yaml := func(pw string) *policy.Config {
+		if err := os.WriteFile(pwFile, []byte(pw+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		cfg := e.config("", policySpec{"gpu", "@daily", "30d", "7d", "1d"})
+		cfg = strings.Replace(cfg, fmt.Sprintf("state: {path: %s}", filepath.Join(e.dir, "state.db")),
+			fmt.Sprintf("state: {backend: etcd, etcd: {endpoints: [%s], prefix: %s, username_env: ETCD_TEST_USER, password_file: %s, lease_ttl: 2s}}",
+				c.Members[0].ClientURL, prefix, pwFile), 1)
+		return e.parse(cfg)
+	}
+
+	_, err := daemon.New(ctx, yaml("wrong-password"), daemon.Options{Version: "test", Keys: e.keys})
+	if err == nil || !strings.Contains(err.Error(), "etcd") || strings.Contains(err.Error(), "wrong-password") {
+		t.Fatalf("New with a wrong etcd password = %v; want an error naming etcd, without the password", err)
+	}
+
+	t.Logf("wrong password: %v", err)
+	cfg := yaml(password)
+	app := e.newApp(cfg, func(string) (*policy.Config, error) { return cfg, nil })
+	if err := app.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer app.Stop(context.Background())
+	waitUntil(t, 10*time.Second, "the app leads", func() bool { return role(t, app).Role == control.RoleLeader })
+	if _, err := app.Rotate(ctx, control.RotateRequest{Policies: []string{"gpu"}}); err != nil {
+		t.Fatalf("rotate with etcd auth: %v", err)
+	}
+	if strings.Contains(e.logs.String(), password) {
+		t.Error("the etcd password is in the log")
 	}
 }

@@ -3,6 +3,7 @@ package daemon
 import (
 	"fmt"
 	"log/slog"
+	"net/http"
 
 	"github.com/rotatord/rotatord/internal/cloud"
 	"github.com/rotatord/rotatord/internal/cloud/gcore"
@@ -11,8 +12,10 @@ import (
 	"github.com/rotatord/rotatord/policy"
 )
 
-// buildProviders makes one client per configured provider account.
-func buildProviders(cfg *policy.Config, version string, log *slog.Logger) (map[string]cloud.Provider, error) {
+// buildProviders makes one client per configured provider account. A
+// non-nil client replaces the default HTTP client (the leader's fenced
+// one).
+func buildProviders(cfg *policy.Config, version string, log *slog.Logger, client *http.Client) (map[string]cloud.Provider, error) {
 	out := make(map[string]cloud.Provider, len(cfg.Providers))
 	for _, p := range cfg.Providers {
 		key, err := resolveSecret(fmt.Sprintf("provider %q api key", p.Name), p.APIKeyEnv, p.APIKeyFile)
@@ -21,8 +24,8 @@ func buildProviders(cfg *policy.Config, version string, log *slog.Logger) (map[s
 		}
 		hc := httpapi.Config{
 			Name: p.Name, BaseURL: p.BaseURL, APIKey: key, RateLimit: p.RateLimit, Timeout: p.Timeout,
-			UserAgent: "rotatord/" + version,
-			Logger:    log.With("component", "cloud"),
+			UserAgent: "rotatord/" + version, HTTPClient: client,
+			Logger: log.With("component", "cloud"),
 		}
 		var prov cloud.Provider
 		switch p.Type {

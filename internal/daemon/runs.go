@@ -153,7 +153,7 @@ func (a *App) RotatePolicies(ctx context.Context, names []string, emergency bool
 	ctx, cancel := context.WithCancel(ctx)
 	defer context.AfterFunc(a.halt, cancel)()
 	defer cancel()
-	ctx, done, err := a.termContext(ctx)
+	ctx, done, err := a.manualTerm(ctx)
 	if err != nil {
 		return nil, err
 	}

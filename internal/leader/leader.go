@@ -21,9 +21,11 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"strings"
 	"sync"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
 
@@ -144,7 +146,7 @@ func (e *Elector) Fence() (string, int64, error) {
 // Leader returns the current leader as etcd knows it: the value of the
 // oldest election key. ok is false when nobody leads.
 func (e *Elector) Leader(ctx context.Context) (info Info, ok bool, err error) {
-	resp, err := e.cfg.Client.Get(ctx, e.cfg.Prefix, clientv3.WithFirstCreate()...)
+	resp, err := e.cfg.Client.Get(ctx, e.keyPrefix(), clientv3.WithFirstCreate()...)
 	if err != nil {
 		return Info{}, false, fmt.Errorf("read leader: %w", err)
 	}
@@ -157,6 +159,9 @@ func (e *Elector) Leader(ctx context.Context) (info Info, ok bool, err error) {
 	}
 	return info, true, nil
 }
+
+// keyPrefix is what every election key starts with.
+func (e *Elector) keyPrefix() string { return strings.TrimSuffix(e.cfg.Prefix, "/") + "/" }
 
 // margin is taken off the lease TTL for the local deadline: the lease was
 // renewed when etcd received the keep-alive, a little before its answer
@@ -220,7 +225,7 @@ func (e *Elector) campaign(ctx context.Context) error {
 		e.lastSeen = info
 		e.mu.Unlock()
 	}
-	el := concurrency.NewElection(sess, e.cfg.Prefix)
+	el := concurrency.NewElection(sess, strings.TrimSuffix(e.cfg.Prefix, "/")) // it adds the "/"
 	value, _ := json.Marshal(e.cfg.Self)
 	// The campaign ends with the session: a standby whose lease expired
 	// while waiting must not think it won.
@@ -247,6 +252,7 @@ func (e *Elector) lead(ctx context.Context, cli *clientv3.Client, sess *concurre
 	// Campaign returns once older keys are gone; make sure ours is still
 	// there, and learn how long the lease has left.
 	vctx, vcancel := context.WithTimeout(ctx, e.cfg.LeaseTTL)
+	asked := time.Now() // etcd measured the TTL left no earlier than this
 	resp, err := cli.Get(vctx, key)
 	var ttl *clientv3.LeaseTimeToLiveResponse
 	if err == nil {
@@ -264,7 +270,7 @@ func (e *Elector) lead(ctx context.Context, cli *clientv3.Client, sess *concurre
 	term := Term{Key: key, Rev: rev, Ctx: tctx}
 	e.mu.Lock()
 	e.term, e.cancel = &term, cancel
-	e.deadline = time.Now().Add(time.Duration(ttl.TTL)*time.Second - margin(e.cfg.LeaseTTL))
+	e.deadline = asked.Add(time.Duration(ttl.TTL)*time.Second - margin(e.cfg.LeaseTTL))
 	prev := e.lastSeen
 	e.mu.Unlock()
 	e.log.Info("leader election: this rotatord leads", "key", key, "revision", rev, "previous", prev.String())
@@ -298,14 +304,13 @@ func (e *Elector) lead(ctx context.Context, cli *clientv3.Client, sess *concurre
 
 // watch returns, with the reason, when the term must end.
 func (e *Elector) watch(ctx context.Context, cli *clientv3.Client, sess *concurrency.Session, key string, rev int64, lease clientv3.LeaseID) string {
-	// Our own keep-alive stream on the session's lease (the session keeps
-	// its own): its answers move the local deadline.
+	// Our own keep-alives on the session's lease (the session keeps its
+	// own stream): each one timed from when it was sent, since etcd renewed
+	// the lease no earlier than that, moves the local deadline.
 	kctx, kcancel := context.WithCancel(ctx)
 	defer kcancel()
-	kas, err := cli.KeepAlive(kctx, lease)
-	if err != nil {
-		return fmt.Sprintf("cannot keep the lease alive: %v", err)
-	}
+	kas := make(chan renewal, 1)
+	go e.keepAlive(kctx, cli, lease, kas)
 	wctx, wcancel := context.WithCancel(ctx)
 	defer wcancel()
 	wch := cli.Watch(clientv3.WithRequireLeader(wctx), key, clientv3.WithRev(rev+1))
@@ -320,11 +325,10 @@ func (e *Elector) watch(ctx context.Context, cli *clientv3.Client, sess *concurr
 			return "shutting down"
 		case <-sess.Done():
 			return "the etcd session ended: its lease expired or was revoked"
-		case ka, ok := <-kas:
-			if !ok {
-				return "the lease keep-alive stopped: the lease expired or etcd is unreachable"
+		case ka := <-kas:
+			if ka.err != nil {
+				return ka.err.Error()
 			}
-			d := time.Duration(ka.TTL)*time.Second - margin(e.cfg.LeaseTTL)
 			e.mu.Lock()
 			if !time.Now().Before(e.deadline) {
 				// Renewed too late: for a moment nobody could be sure
@@ -332,7 +336,10 @@ func (e *Elector) watch(ctx context.Context, cli *clientv3.Client, sess *concurr
 				e.mu.Unlock()
 				return "no keep-alive answered within lease_ttl (was this process stopped?)"
 			}
-			e.deadline = time.Now().Add(d)
+			if ka.until.After(e.deadline) {
+				e.deadline = ka.until
+			}
+			d := time.Until(e.deadline)
 			e.mu.Unlock()
 			if !timer.Stop() {
 				select {
@@ -355,6 +362,53 @@ func (e *Elector) watch(ctx context.Context, cli *clientv3.Client, sess *concurr
 					return "the election key was deleted (lease expired or revoked)"
 				}
 			}
+		}
+	}
+}
+
+// renewal is one keep-alive's outcome: the lease surely lives until
+// until, or err says why it does not.
+type renewal struct {
+	until time.Time
+	err   error
+}
+
+// keepAlive renews the lease every third of its TTL, timing each renewal
+// from when it was sent, until ctx ends or the lease is gone.
+func (e *Elector) keepAlive(ctx context.Context, cli *clientv3.Client, lease clientv3.LeaseID, out chan<- renewal) {
+	every := e.cfg.LeaseTTL / 3
+	for {
+		sent := time.Now()
+		rctx, cancel := context.WithTimeout(ctx, e.cfg.LeaseTTL)
+		resp, err := cli.KeepAliveOnce(rctx, lease)
+		cancel()
+		var r renewal
+		switch {
+		case ctx.Err() != nil:
+			return
+		case errors.Is(err, rpctypes.ErrLeaseNotFound):
+			r.err = errors.New("the lease expired: etcd did not hear from this process within lease_ttl")
+		case err != nil:
+			// Not fatal yet: the deadline decides.
+		case resp.TTL <= 0:
+			r.err = errors.New("the lease expired")
+		default:
+			r.until = sent.Add(time.Duration(resp.TTL)*time.Second - margin(e.cfg.LeaseTTL))
+		}
+		if r.err != nil || !r.until.IsZero() {
+			select {
+			case out <- r:
+			case <-ctx.Done():
+				return
+			}
+			if r.err != nil {
+				return
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Until(sent.Add(every))):
 		}
 	}
 }

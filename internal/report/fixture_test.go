@@ -21,8 +21,6 @@ import (
 // now is the fixed time every test report is generated at.
 var now = time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
 
-const day = 24 * time.Hour
-
 // fakeProvider is a minimal in-memory cloud.Provider: the report only
 // lists, so the other methods refuse.
 type fakeProvider struct {

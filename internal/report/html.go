@@ -100,7 +100,9 @@ type htmlChart struct {
 	LabelX, AxisY, BarH float64
 	Chunks              []htmlChunk
 	Shown, Omitted      int
-	ScaleDays           float64
+	// Scale is the age the plot's full width stands for, a whole number
+	// of ticks; Step is the age between ticks.
+	Scale, Step time.Duration
 }
 
 type htmlChunk struct {
@@ -187,19 +189,22 @@ func buildChart(keys []Row) htmlChart {
 	for _, k := range shown {
 		longest = max(longest, k.AgeSeconds, k.MaxAgeSeconds)
 	}
-	days := float64(longest) / 86400
-	step := tickStep(days)
-	// A key a few hours past a round number of days does not get a
-	// whole extra step of empty scale; its bar runs into the margin.
-	c.ScaleDays = math.Max(step, math.Ceil(days/step-0.02)*step)
-	x := func(secs int64) float64 { return c.PlotX + float64(secs)/86400/c.ScaleDays*c.PlotW }
+	span := time.Duration(longest) * time.Second
+	c.Step = tickStep(span)
+	// A key a little past a round number of steps does not get a whole
+	// extra step of empty scale; its bar runs into the margin.
+	steps := max(1, math.Ceil(float64(span)/float64(c.Step)-0.02))
+	c.Scale = time.Duration(steps) * c.Step
+	x := func(secs int64) float64 {
+		return c.PlotX + float64(time.Duration(secs)*time.Second)/float64(c.Scale)*c.PlotW
+	}
 
 	for start := 0; start < len(shown); start += chartPerSVG {
 		part := shown[start:min(start+chartPerSVG, len(shown))]
 		ch := htmlChunk{Height: chartAxisH + chartRowH*float64(len(part)) + 4}
-		for d := 0.0; d <= c.ScaleDays+step/2; d += step {
+		for d := time.Duration(0); d <= c.Scale; d += c.Step {
 			ch.Ticks = append(ch.Ticks, htmlTick{
-				X: c.PlotX + d/c.ScaleDays*c.PlotW, Label: strconv.Itoa(int(d)) + "d", Height: ch.Height,
+				X: c.PlotX + float64(d)/float64(c.Scale)*c.PlotW, Label: tickLabel(d, c.Step), Height: ch.Height,
 			})
 		}
 		for i, k := range part {
@@ -230,15 +235,42 @@ func buildChart(keys []Row) htmlChart {
 	return c
 }
 
-// tickStep picks a round number of days between gridlines: at most about
-// eight of them across the scale.
-func tickStep(days float64) float64 {
-	for _, s := range []float64{1, 2, 5, 7, 10, 14, 30, 60, 90, 180, 365, 730} {
-		if days/s <= 8 {
+// tickSteps are the round ages a tick may stand for, from the seconds of
+// a demo's keys to the years of a neglected account.
+var tickSteps = []time.Duration{
+	time.Second, 2 * time.Second, 5 * time.Second, 10 * time.Second, 15 * time.Second, 30 * time.Second,
+	time.Minute, 2 * time.Minute, 5 * time.Minute, 10 * time.Minute, 15 * time.Minute, 30 * time.Minute,
+	time.Hour, 2 * time.Hour, 3 * time.Hour, 6 * time.Hour, 12 * time.Hour,
+	day, 2 * day, 5 * day, 7 * day, 10 * day, 14 * day, 30 * day, 60 * day, 90 * day, 180 * day,
+	365 * day, 730 * day,
+}
+
+const day = 24 * time.Hour
+
+// tickStep picks the round age between gridlines: at most about eight of
+// them across span.
+func tickStep(span time.Duration) time.Duration {
+	for _, s := range tickSteps {
+		if span <= 8*s {
 			return s
 		}
 	}
-	return math.Ceil(days/8/365) * 365
+	years := math.Ceil(float64(span) / float64(8*365*day))
+	return time.Duration(years) * 365 * day
+}
+
+// tickLabel writes a tick's age in the unit of the step between ticks, so
+// that one axis reads 0 15m 30m ... 120m rather than mixing units.
+func tickLabel(d, step time.Duration) string {
+	for _, u := range []struct {
+		unit time.Duration
+		name string
+	}{{day, "d"}, {time.Hour, "h"}, {time.Minute, "m"}} {
+		if step%u.unit == 0 {
+			return strconv.FormatInt(int64(d/u.unit), 10) + u.name
+		}
+	}
+	return strconv.FormatInt(int64(d/time.Second), 10) + "s"
 }
 
 // barLabel is "policy / key name", cut to labelMax runes: a hostile name

@@ -123,8 +123,8 @@ func TestBuildChart(t *testing.T) {
 	}
 	t.Run("scale", func(t *testing.T) {
 		c := buildChart([]Row{row(45*day, 30*day), row(10*day, 90*day), row(180*day+3*time.Hour, 0)})
-		if c.ScaleDays != 180 || len(c.Chunks) != 1 {
-			t.Fatalf("scale %v days in %d chunks, want 180 in 1", c.ScaleDays, len(c.Chunks))
+		if c.Scale != 180*day || len(c.Chunks) != 1 {
+			t.Fatalf("scale %v in %d chunks, want 180 days in 1", c.Scale, len(c.Chunks))
 		}
 		var ticks []string
 		for _, tk := range c.Chunks[0].Ticks {
@@ -139,6 +139,37 @@ func TestBuildChart(t *testing.T) {
 		}
 		if bars[2].Marker || bars[2].Age != "180d" {
 			t.Errorf("a key of no policy: marker %v, age %q; want no marker and its age alone", bars[2].Marker, bars[2].Age)
+		}
+	})
+	// A demo's keys live seconds, a fleet's months: the scale follows the
+	// ages shown, and a tick names its age in the unit that fits.
+	t.Run("short ages", func(t *testing.T) {
+		for _, tc := range []struct {
+			rows  []Row
+			scale time.Duration
+			ticks string
+		}{
+			{[]Row{row(41*time.Second, 30*time.Second), row(2*time.Second, 30*time.Second)}, 50 * time.Second, "0s 10s 20s 30s 40s 50s"},
+			{[]Row{row(50*time.Minute, 2*time.Hour)}, 2 * time.Hour, "0m 15m 30m 45m 60m 75m 90m 105m 120m"},
+			{[]Row{row(20*time.Hour, 0)}, 21 * time.Hour, "0h 3h 6h 9h 12h 15h 18h 21h"},
+		} {
+			c := buildChart(tc.rows)
+			var ticks []string
+			for _, tk := range c.Chunks[0].Ticks {
+				ticks = append(ticks, tk.Label)
+			}
+			if c.Scale != tc.scale || strings.Join(ticks, " ") != tc.ticks {
+				t.Errorf("scale %v ticks %q, want %v and %q", c.Scale, strings.Join(ticks, " "), tc.scale, tc.ticks)
+			}
+			// The oldest key's bar, or the furthest max_age mark, spans
+			// most of the plot: nothing is a sliver at the left edge.
+			var furthest float64
+			for _, b := range c.Chunks[0].Bars {
+				furthest = max(furthest, b.W, b.MarkerX-c.PlotX)
+			}
+			if furthest < c.PlotW*3/4 {
+				t.Errorf("scale %v: the furthest bar or mark reaches %.0f of %.0f units", c.Scale, furthest, c.PlotW)
+			}
 		}
 	})
 	t.Run("unknown age", func(t *testing.T) {

@@ -11,7 +11,10 @@
 // Every Update is one etcd transaction. It reads at one revision R, keeps
 // its writes in memory, and commits them only if the commit key was not
 // rewritten after R: an optimistic compare-and-swap, retried on conflict,
-// which makes Updates serializable across processes. Within a process,
+// which makes Updates serializable across processes. What a process's
+// Updates read and wrote stays cached while no other process commits (the
+// leader is normally the only writer), so an Update reads etcd only for
+// what it has not seen. Edit the state only through rotatord. Within a process,
 // Updates that arrive while a commit is in flight are committed together,
 // as bbolt's DB.Batch does, so many rotations share one round of consensus.
 //
@@ -33,6 +36,7 @@ import (
 	"sync"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/rotatord/rotatord/internal/state"
@@ -104,6 +108,18 @@ type Backend struct {
 	readOnly  bool
 	closeCli  bool
 	writer    string
+
+	// cache holds what the committer read and wrote, as of revision
+	// cacheRev, the revision of this backend's last commit (0: empty). It
+	// stays true while no other process commits: begin checks that the
+	// commit key still has that revision. Only the committer goroutine
+	// touches it; a nil value means the key is absent.
+	cache    map[string][]byte
+	cacheRev int64
+	// lasts holds, by bucket, its last key and value as of cacheRev (key
+	// "" when the bucket is empty): the first page of the reverse scans
+	// that find the audit log's head.
+	lasts map[string]kvPair
 
 	calls     chan *call
 	stop      chan struct{}
@@ -347,6 +363,10 @@ type txn struct {
 	// writes maps an etcd key to its new value; nil means deleted.
 	writes map[string][]byte
 	undo   []undo
+	// reads are the point reads of an Update at rev, for the cache; lasts
+	// the last entries its whole-bucket reverse scans found.
+	reads map[string][]byte
+	lasts map[string]kvPair
 }
 
 // undo restores one key of writes when a call of a batch fails.
@@ -365,8 +385,18 @@ func (t *txn) begin() error {
 		return fmt.Errorf("read etcd revision: %w", err)
 	}
 	t.rev = resp.Header.Revision
+	if len(resp.Kvs) == 0 || resp.Kvs[0].ModRevision != t.b.cacheRev || len(t.b.cache) > maxCache {
+		// Another process committed since this one did: what it read is
+		// stale.
+		t.b.cache, t.b.cacheRev, t.b.lasts = map[string][]byte{}, 0, map[string]kvPair{}
+	}
+	t.reads, t.lasts = map[string][]byte{}, map[string]kvPair{}
 	return nil
 }
+
+// maxCache bounds the committer's cache (keys); past it the cache starts
+// over.
+const maxCache = 200_000
 
 func (t *txn) rollback(mark int) {
 	for i := len(t.undo) - 1; i >= mark; i-- {
@@ -391,23 +421,46 @@ func (t *txn) get(key string) ([]byte, error) {
 	if v, ok := t.writes[key]; ok {
 		return v, nil
 	}
-	ctx, cancel := t.b.ctx()
-	defer cancel()
-	opts := []clientv3.OpOption{}
-	if t.rev != 0 {
-		opts = append(opts, clientv3.WithRev(t.rev))
+	if !t.readOnly {
+		if v, ok := t.b.cache[key]; ok {
+			return v, nil
+		}
 	}
-	resp, err := t.b.c.Get(ctx, key, opts...)
+	resp, err := t.read(key)
 	if err != nil {
 		return nil, fmt.Errorf("etcd get: %w", err)
 	}
+	var v []byte
+	if len(resp.Kvs) > 0 {
+		v = resp.Kvs[0].Value
+	}
+	if t.reads != nil {
+		t.reads[key] = v
+	}
+	return v, nil
+}
+
+// read is one range read of the transaction. The first is linearizable
+// and fixes the revision; the later ones read that revision, which every
+// member holds identically, so they are served by the member the client
+// talks to without a round of consensus. A member that has not applied
+// the revision yet answers ErrFutureRev: then the read goes linearizable.
+func (t *txn) read(key string, opts ...clientv3.OpOption) (*clientv3.GetResponse, error) {
+	ctx, cancel := t.b.ctx()
+	defer cancel()
 	if t.rev == 0 {
-		t.rev = resp.Header.Revision
+		resp, err := t.b.c.Get(ctx, key, opts...)
+		if err == nil {
+			t.rev = resp.Header.Revision
+		}
+		return resp, err
 	}
-	if len(resp.Kvs) == 0 {
-		return nil, nil
+	opts = append(opts, clientv3.WithRev(t.rev))
+	resp, err := t.b.c.Get(ctx, key, append(opts, clientv3.WithSerializable())...)
+	if errors.Is(err, rpctypes.ErrFutureRev) {
+		resp, err = t.b.c.Get(ctx, key, opts...)
 	}
-	return resp.Kvs[0].Value, nil
+	return resp, err
 }
 
 // commit writes the transaction in one etcd Txn, conditioned on nobody
@@ -440,6 +493,21 @@ func (t *txn) commit(f fence) error {
 		return fmt.Errorf("commit to etcd: %w", err)
 	}
 	if resp.Succeeded {
+		// Nobody committed between this transaction's reads and its
+		// commit (the compare says so): all of it holds as of the commit.
+		for k, v := range t.reads {
+			t.b.cache[k] = v
+		}
+		for k, v := range t.writes {
+			t.b.cache[k] = v
+		}
+		for bucket, last := range t.lasts {
+			t.b.lasts[bucket] = last
+		}
+		for k, v := range t.writes {
+			t.b.moveLast(k, v)
+		}
+		t.b.cacheRev = resp.Header.Revision
 		return nil
 	}
 	if t.b.guard != nil {
@@ -449,6 +517,24 @@ func (t *txn) commit(f fence) error {
 		}
 	}
 	return errConflict
+}
+
+// moveLast updates the cached last entry of k's bucket after k was set to
+// v (nil: deleted).
+func (b *Backend) moveLast(k string, v []byte) {
+	rest, ok := strings.CutPrefix(k, b.prefix+"b/")
+	if !ok {
+		return
+	}
+	bucket, _, ok := strings.Cut(rest, "/")
+	last, known := b.lasts[bucket]
+	switch {
+	case !ok || !known:
+	case v != nil && (last.Key == nil || k >= string(last.Key)):
+		b.lasts[bucket] = kvPair{Key: []byte(k), Value: v}
+	case v == nil && k == string(last.Key):
+		delete(b.lasts, bucket) // the one before it is not known
+	}
 }
 
 func (t *txn) Get(bucket string, key []byte) ([]byte, error) {
@@ -509,12 +595,32 @@ func (t *txn) Scan(bucket string, prefix []byte, reverse bool, fn func(k, v []by
 		return nil
 	}
 	lo, hi := start, end
+	whole := reverse && len(prefix) == 0 && !t.readOnly && t.lasts != nil
+	first := true
 	err := func() error {
 		for {
-			kvs, more, err := t.page(lo, hi, reverse)
-			if err != nil {
-				return fmt.Errorf("scan %s/%q: %w", bucket, prefix, err)
+			var kvs []kvPair
+			var more bool
+			lc, cached := t.b.lasts[bucket]
+			switch {
+			case first && whole && cached && lc.Key == nil:
+				// The bucket is empty (as of the cache).
+			case first && whole && cached:
+				kvs, more = []kvPair{lc}, true
+			default:
+				var err error
+				kvs, more, err = t.page(lo, hi, reverse)
+				if err != nil {
+					return fmt.Errorf("scan %s/%q: %w", bucket, prefix, err)
+				}
+				if first && whole {
+					t.lasts[bucket] = kvPair{}
+					if len(kvs) > 0 {
+						t.lasts[bucket] = kvs[0]
+					}
+				}
 			}
+			first = false
 			for _, kv := range kvs {
 				k := string(kv.Key)
 				if err := flush(k); err != nil {
@@ -554,22 +660,13 @@ type kvPair struct{ Key, Value []byte }
 
 // page reads up to pageSize keys of [lo, hi).
 func (t *txn) page(lo, hi string, reverse bool) ([]kvPair, bool, error) {
-	ctx, cancel := t.b.ctx()
-	defer cancel()
 	order := clientv3.SortAscend
 	if reverse {
 		order = clientv3.SortDescend
 	}
-	opts := []clientv3.OpOption{clientv3.WithRange(hi), clientv3.WithLimit(pageSize), clientv3.WithSort(clientv3.SortByKey, order)}
-	if t.rev != 0 {
-		opts = append(opts, clientv3.WithRev(t.rev))
-	}
-	resp, err := t.b.c.Get(ctx, lo, opts...)
+	resp, err := t.read(lo, clientv3.WithRange(hi), clientv3.WithLimit(pageSize), clientv3.WithSort(clientv3.SortByKey, order))
 	if err != nil {
 		return nil, false, fmt.Errorf("etcd range: %w", err)
-	}
-	if t.rev == 0 {
-		t.rev = resp.Header.Revision
 	}
 	out := make([]kvPair, len(resp.Kvs))
 	for i, kv := range resp.Kvs {
@@ -602,18 +699,9 @@ func (t *txn) Count(bucket string, prefix []byte) (int, error) {
 		err := t.Scan(bucket, prefix, false, func(_, _ []byte) error { n++; return nil })
 		return n, err
 	}
-	ctx, cancel := t.b.ctx()
-	defer cancel()
-	opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithCountOnly()}
-	if t.rev != 0 {
-		opts = append(opts, clientv3.WithRev(t.rev))
-	}
-	resp, err := t.b.c.Get(ctx, start, opts...)
+	resp, err := t.read(start, clientv3.WithRange(end), clientv3.WithCountOnly())
 	if err != nil {
 		return 0, fmt.Errorf("count %s/%q: etcd range: %w", bucket, prefix, err)
-	}
-	if t.rev == 0 {
-		t.rev = resp.Header.Revision
 	}
 	return int(resp.Count), nil
 }

@@ -33,6 +33,10 @@ const DefaultMaxTxnOps = 128
 type Config struct {
 	Members   int // default 3
 	MaxTxnOps int // default DefaultMaxTxnOps
+	// Disk keeps the data on the test's temporary directory (a disk,
+	// fsync and all) rather than on tmpfs: for benchmarks that compare
+	// with bbolt on disk.
+	Disk bool
 }
 
 // Binary returns the etcd binary to run: $ROTATORD_ETCD_BIN, else etcd on
@@ -98,7 +102,10 @@ func StartWith(t testing.TB, cfg Config) *Cluster {
 		cfg.MaxTxnOps = DefaultMaxTxnOps
 	}
 	bin := Binary(t)
-	root := tempRoot(t)
+	root := t.TempDir()
+	if !cfg.Disk {
+		root = tempRoot(t)
+	}
 	c := &Cluster{t: t, bin: bin, MaxTxnOps: cfg.MaxTxnOps}
 	var initial []string
 	for i := range n {
@@ -124,8 +131,6 @@ func StartWith(t testing.TB, cfg Config) *Cluster {
 			"--initial-cluster-state", "new",
 			"--initial-cluster-token", filepath.Base(root),
 			"--max-txn-ops", fmt.Sprint(cfg.MaxTxnOps),
-			"--heartbeat-interval", "50",
-			"--election-timeout", "500",
 			"--log-level", "warn",
 			"--logger", "zap",
 		}
