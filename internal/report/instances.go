@@ -429,7 +429,23 @@ func collectInstances(ch chan<- prometheus.Metric, r *Report) {
 			ch <- prometheus.MustNewConstMetric(descInstances, prometheus.GaugeValue, float64(n[series{name, st}]), name, st)
 		}
 	}
+	for _, a := range r.Inventory {
+		if a.ListedAt == nil && a.StaleSince == nil {
+			continue // never listed: nothing to be stale
+		}
+		v := 0.0
+		if a.Stale {
+			v = 1
+		}
+		ch <- prometheus.MustNewConstMetric(descInventoryStale, prometheus.GaugeValue, v, a.Provider, strconv.FormatInt(a.ProjectID, 10))
+	}
 }
+
+// descInventoryStale is 1 while an account's last instance listing failed
+// (in whole or in part): exposure found since then is not seen.
+var descInventoryStale = prometheus.NewDesc("rotatord_inventory_stale",
+	"1 when the provider account's last instance listing failed or was partial (the report shows the last good one, marked stale), 0 when it is fresh; absent before the first listing.",
+	[]string{"provider", "project_id"}, nil)
 
 // htmlInstances is the instances section of the HTML page.
 type htmlInstances struct {

@@ -190,6 +190,9 @@ func TestReport_staleInventoryMarked(t *testing.T) {
 	if !strings.Contains(r.Digest(), "STALE since") {
 		t.Errorf("digest hides the stale inventory")
 	}
+	if got := scrape(t, NewCollector(func() (*Report, error) { return r, nil })); !strings.Contains(got, `rotatord_inventory_stale{project_id="7",provider="gcore-prod"} 1`+"\n") {
+		t.Errorf("rotatord_inventory_stale is not 1 for the stale account:\n%s", got)
+	}
 }
 
 // TestCollector_instancesMetric: rotatord_instances counts machines per
@@ -205,6 +208,7 @@ func TestCollector_instancesMetric(t *testing.T) {
 		`rotatord_instances{key_status="unmanaged",policy=""} 1`,
 		`rotatord_instances{key_status="retiring",policy="train"} 0`,
 		`rotatord_keys{status="exposed"} 1`,
+		`rotatord_inventory_stale{project_id="7",provider="gcore-prod"} 0`,
 	} {
 		if !strings.Contains(got, want+"\n") {
 			t.Errorf("scrape lacks %s", want)

@@ -43,6 +43,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descMaxAge
 	ch <- descKeys
 	ch <- descInstances
+	ch <- descInventoryStale
 	ch <- descHosts
 }
 
