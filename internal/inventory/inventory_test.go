@@ -498,3 +498,28 @@ func TestCollector_regionsLimitTheListing(t *testing.T) {
 		t.Errorf("listed %v, want only region 2's %s", got, in2.ID)
 	}
 }
+
+type hanging struct{}
+
+func (hanging) ListInstances(ctx context.Context, _ int64, _ []int64) ([]cloud.Instance, error) {
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
+// TestCollector_hangingListingIsBounded: a provider that never answers
+// holds the run no longer than the timeout, and the inventory goes stale.
+func TestCollector_hangingListingIsBounded(t *testing.T) {
+	w := newWorld(t)
+	c := inventory.New(inventory.Config{Store: w.store, Config: w.cfg, Timeout: 200 * time.Millisecond,
+		Listers: map[string]inventory.Lister{"gcore-prod": hanging{}}})
+	start := time.Now()
+	w.refresh(c, start)
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("a hanging listing held the refresh %v; the timeout is 200ms", took)
+	}
+	for _, a := range w.attribute().Accounts {
+		if a.Provider == "gcore-prod" && (!a.Stale() || !strings.Contains(a.Error, "deadline")) {
+			t.Errorf("after a hanging listing: %+v; want stale with the deadline as its error", a)
+		}
+	}
+}
