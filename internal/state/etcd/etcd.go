@@ -601,7 +601,13 @@ func (t *txn) Scan(bucket string, prefix []byte, reverse bool, fn func(k, v []by
 		for {
 			var kvs []kvPair
 			var more bool
-			lc, cached := t.b.lasts[bucket]
+			// Only a committer reads the cache (as get does): a View runs
+			// beside the committer that writes it.
+			var lc kvPair
+			var cached bool
+			if whole {
+				lc, cached = t.b.lasts[bucket]
+			}
 			switch {
 			case first && whole && cached && lc.Key == nil:
 				// The bucket is empty (as of the cache).
