@@ -601,7 +601,11 @@ func (t *txn) Scan(bucket string, prefix []byte, reverse bool, fn func(k, v []by
 		for {
 			var kvs []kvPair
 			var more bool
-			lc, cached := t.b.lasts[bucket]
+			var lc kvPair
+			var cached bool
+			if first && whole { // only the committer goroutine reads the cache
+				lc, cached = t.b.lasts[bucket]
+			}
 			switch {
 			case first && whole && cached && lc.Key == nil:
 				// The bucket is empty (as of the cache).
