@@ -37,6 +37,15 @@ func TestMain(m *testing.M) {
 		defer os.RemoveAll(dir)
 		binDir = dir
 		for _, pkg := range []string{"rotatord", "fakecloud"} {
+			if bin := os.Getenv("ROTATORD_BENCH_ROTATORD"); pkg == "rotatord" && bin != "" {
+				// A prebuilt rotatord, to compare two versions on the
+				// same machine in the same minutes.
+				if err := os.Symlink(bin, filepath.Join(dir, pkg)); err != nil {
+					setupErr = err
+					return m.Run()
+				}
+				continue
+			}
 			// The cpuprofile tag lets ROTATORD_CPUPROFILE profile a
 			// command (cmd/rotatord/cpuprofile_on.go); it costs nothing
 			// when the variable is unset.
@@ -140,10 +149,6 @@ func (f *fakecloud) keys(tb testing.TB) []adminKey {
 	}
 	f.getJSON(tb, "/admin/keys", &v)
 	return append(v.Sesterce, v.Gcore...)
-}
-
-func (f *fakecloud) requests(tb testing.TB) int {
-	return f.requestCounts(tb)["*"]
 }
 
 // requestCounts is the fake's request count per route ("*": all).

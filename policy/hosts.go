@@ -302,3 +302,25 @@ func checkAuthorizedKeysPath(s string) string {
 	}
 	return ""
 }
+
+// discoverFits checks that a policy discovering its hosts is on an account
+// whose machines are listed (with the provider's inventory: false nothing
+// would ever be found) and knows the login user of a machine that does
+// not say it (Gcore's never do; Sesterce's give sshUser).
+func (p *parser) discoverFits(all []resolved, provs []Provider) {
+	off := map[string]bool{}
+	for _, pr := range provs {
+		off[pr.Name] = pr.NoInventory
+	}
+	for _, r := range all {
+		if r.Hosts == nil || !r.Hosts.Discover {
+			continue
+		}
+		switch {
+		case off[r.Provider]:
+			p.errorf(r.Hosts.Line, r.w, "hosts.discover", "provider %q has inventory: false, so no machine would be discovered; drop discover or turn the inventory on", r.Provider)
+		case r.ProviderType == TypeGcore && r.Hosts.User == "":
+			p.errorf(r.Hosts.Line, r.w, "hosts.user", "required with discover on a %s provider: Gcore does not say which user logs in to an instance", TypeGcore)
+		}
+	}
+}

@@ -34,6 +34,12 @@ func TestParse_hostsInvalid(t *testing.T) {
 			`invalid_hosts/hosts_nothing.yaml:17: policy "gpu-team": hosts.authorized_keys: must not contain ".." (got "../../etc/shadow")`,
 			`invalid_hosts/hosts_nothing.yaml:18: policy "gpu-team": hosts.retries: unknown key; expected one of discover, targets, user, port, known_hosts, trust_on_first_use, authorized_keys, concurrency, timeout`,
 		}},
+		{"hosts_discover_no_inventory", []string{
+			`invalid_hosts/hosts_discover_no_inventory.yaml:13: policy "gpu-team": hosts.discover: provider "sesterce-prod" has inventory: false, so no machine would be discovered; drop discover or turn the inventory on`,
+		}},
+		{"hosts_discover_gcore_no_user", []string{
+			`invalid_hosts/hosts_discover_gcore_no_user.yaml:13: policy "inference": hosts.user: required with discover on a gcore provider: Gcore does not say which user logs in to an instance`,
+		}},
 		{"hosts_not_a_mapping", []string{
 			`invalid_hosts/hosts_not_a_mapping.yaml:12: policy "gpu-team": hosts: must be a mapping of keys to values (got a list)`,
 		}},

@@ -242,6 +242,7 @@ func (p *parser) policies(top fields, cfg *Config) []Policy {
 		all = append(all, p.resolve(rp, defs, it.w, cfg.Slack, provTypes))
 	}
 	p.crossCheck(all)
+	p.discoverFits(all, cfg.Providers)
 	out := make([]Policy, len(all))
 	for i, r := range all {
 		out[i] = r.Policy

@@ -38,9 +38,14 @@ func printLeftBehind(w io.Writer, ms []rotate.Machine) {
 // printOldKeyMachines names the policies with machines on a non-current
 // key, after the status table.
 func printOldKeyMachines(w io.Writer, ps []control.PolicyStatus) {
+	shown := false
 	for _, p := range ps {
 		if p.InstancesOnOldKeys > 0 {
 			fmt.Fprintf(w, "\n%s: %d running machine(s) on a non-current key (rotatord report lists them)", p.Name, p.InstancesOnOldKeys)
+			shown = true
 		}
+	}
+	if shown {
+		fmt.Fprintln(w)
 	}
 }

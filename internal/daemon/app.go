@@ -51,7 +51,7 @@ type Options struct {
 	// to the Vault the config names.
 	Keys rotate.KeyStore
 	// HostSource finds the running instances of policies with
-	// hosts.discover (the instance inventory); nil: static targets only.
+	// hosts.discover; nil: the machines of the instance inventory.
 	HostSource rotate.HostSource
 }
 
@@ -184,7 +184,7 @@ func (a *App) build(cfg *policy.Config) (*runtime, error) {
 		Journal: a.db, Keys: a.fencedKeys(a.keys), Providers: engProvs, Locks: a.locks, ProviderConcurrency: conc,
 		Logger: a.log.With("component", "rotate"), Kick: a.kick, Hook: a.opts.Hook,
 		BackoffBase: a.opts.BackoffBase, Sinks: a.sinks(), Ready: a.audit.Load,
-		HostSource: a.opts.HostSource,
+		HostSource: a.hostSource(cfg),
 	})
 	rt := &runtime{cfg: cfg, providers: provs, engine: eng, inv: a.newInventory(cfg, engProvs), loaded: time.Now()}
 	if rt.sched, err = a.schedule(rt); err != nil {

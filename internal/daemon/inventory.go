@@ -57,6 +57,15 @@ func (a *App) refreshInventory(ctx context.Context, rt *runtime, ps []policy.Pol
 	}
 }
 
+// scheduledSince is the oldest listing a scheduled run of p reuses. The
+// policies of one account on one schedule start up to their jitter apart
+// (and a little more, as runs queue): one tick of the schedule is one run
+// of the account, so a listing made since the tick began serves them all.
+// Manual runs (rotate, SIGUSR1, run -once) list afresh.
+func scheduledSince(start time.Time, p policy.Policy) time.Time {
+	return start.Add(-(p.Jitter + time.Minute))
+}
+
 // evaluateExposure announces keys that became exposed without a listing
 // (the retire sweep deleted a key machines still run with).
 func (a *App) evaluateExposure(ctx context.Context, rt *runtime) {

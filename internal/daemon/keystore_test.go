@@ -104,9 +104,13 @@ func TestKeyStore_BoundsRequestsInFlight(t *testing.T) {
 	if got := stub.maxFlight.Load(); got > vaultInFlight {
 		t.Errorf("%d writes in flight at once, want at most %d", got, vaultInFlight)
 	}
-	// The login and checks may use a connection of their own.
-	if got := stub.conns.Load(); got > vaultInFlight+2 {
-		t.Errorf("vault saw %d connections for %d writes, want at most %d: connections were dialled past the pool", got, writers, vaultInFlight+2)
+	// A slot is given back when the response is read, a moment before
+	// net/http returns the connection to its idle pool, so a waiting write
+	// can still dial a few more on a loaded machine. Without the bound
+	// every write dials its own (here 5x the pool); with it the count
+	// stays near the pool.
+	if got := stub.conns.Load(); got > 2*vaultInFlight {
+		t.Errorf("vault saw %d connections for %d writes, want at most %d: connections were dialled past the pool", got, writers, 2*vaultInFlight)
 	}
 }
 

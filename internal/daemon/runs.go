@@ -85,7 +85,7 @@ func (a *App) runPolicy(ctx context.Context, rt *runtime, p policy.Policy, opts 
 		a.log.Info("run skipped: policy already in flight", "policy", p.Name, "trigger", opts.Trigger)
 		return res
 	}
-	a.refreshInventory(ctx, rt, []policy.Policy{p}, start)
+	a.refreshInventory(ctx, rt, []policy.Policy{p}, scheduledSince(start, p))
 	return res
 }
 

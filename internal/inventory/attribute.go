@@ -68,6 +68,10 @@ type Instance struct {
 	// Fingerprint is the key's SHA256 fingerprint when known.
 	Fingerprint string
 	KeyStatus   string
+	// Replaced is set when host rotation (§9.2) found the machine's
+	// authorized_keys without the key it was provisioned with and with
+	// the policy's current key: KeyStatus is then current.
+	Replaced bool
 }
 
 // AccountState is how fresh one account's listing is.
@@ -127,6 +131,9 @@ func Attribute(tx state.Tx, cfg *policy.Config, now time.Time) (*Result, error) 
 		p := &cfg.Policies[i]
 		policies[p.Name] = p
 		a := Account{p.Provider, p.ProjectID}
+		if prov, ok := cfg.ProviderByName(p.Provider); ok && prov.NoInventory {
+			continue // inventory: false; a listing stored before is not shown
+		}
 		if _, ok := byAcct[a]; !ok {
 			accounts = append(accounts, a)
 		}
@@ -182,10 +189,15 @@ func Attribute(tx state.Tx, cfg *policy.Config, now time.Time) (*Result, error) 
 			}
 		}
 	}
+	currentFP := map[string]string{} // policy -> current key's fingerprint
 	for name, rs := range perPolicy {
 		if cur, ok := state.Current(rs); ok {
-			current[name] = cur.KeyID
+			current[name], currentFP[name] = cur.KeyID, cur.Fingerprint
 		}
+	}
+	trusts, err := hostTrusts(tx)
+	if err != nil {
+		return nil, err
 	}
 
 	type policyKey struct{ policy, keyID string }
@@ -210,6 +222,11 @@ func Attribute(tx state.Tx, cfg *policy.Config, now time.Time) (*Result, error) 
 				in.Fingerprint = cmp.Or(rec.Fingerprint, in.Fingerprint)
 				var why string
 				in.KeyStatus, why = keyStatus(rec, current[rec.Policy] == rec.KeyID, policies[rec.Policy], now)
+				if in.KeyStatus != KeyCurrent && trusts.replaced(rec.Policy, m, in.Fingerprint, currentFP[rec.Policy]) {
+					// Host rotation took the key off the machine and put
+					// the current one on: it no longer opens it.
+					in.KeyStatus, in.Replaced = KeyCurrent, true
+				}
 				if in.KeyStatus == KeyExposed {
 					ref := policyKey{rec.Policy, rec.KeyID}
 					i, seen := exposed[ref]
@@ -299,4 +316,47 @@ func (r *Result) NotCurrent() map[string]int {
 		}
 	}
 	return out
+}
+
+// hostKeys are the host records of successful host rotations, by policy
+// and address: what each host's authorized_keys last held.
+type hostKeys map[hostRef][]state.HostRecord
+
+type hostRef struct{ policy, address string }
+
+// hostTrusts indexes the host records that were read successfully.
+func hostTrusts(tx state.Tx) (hostKeys, error) {
+	recs, err := tx.Hosts("")
+	if err != nil {
+		return nil, err
+	}
+	out := hostKeys{}
+	for _, h := range recs {
+		if h.LastSuccess.IsZero() || h.Address == "" {
+			continue
+		}
+		ref := hostRef{h.Policy, h.Address}
+		out[ref] = append(out[ref], h)
+	}
+	return out, nil
+}
+
+// replaced reports whether host rotation last found machine m (by
+// address, and port when the provider gave one) trusting the policy's
+// current key and no longer the key fp it was provisioned with. A machine
+// no host record matches keeps its provisioned key's status: nothing says
+// the key left it.
+func (hk hostKeys) replaced(policy string, m state.InventoryInstance, fp, currentFP string) bool {
+	if fp == "" || currentFP == "" || m.Address == "" {
+		return false
+	}
+	for _, h := range hk[hostRef{policy, m.Address}] {
+		if m.Port != 0 && h.Port != 0 && h.Port != m.Port {
+			continue
+		}
+		if slices.Contains(h.Trusts, currentFP) && !slices.Contains(h.Trusts, fp) {
+			return true
+		}
+	}
+	return false
 }

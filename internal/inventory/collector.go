@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rotatord/rotatord/internal/audit"
@@ -118,7 +119,10 @@ const maxErrorText = 600
 // Refresh lists each account of accounts unless a listing of it started at
 // or after since (that is, during the caller's run) is stored or in
 // flight, in which case it waits for that one: every policy of an account
-// shares one listing per run. It then records new exposures (Evaluate).
+// shares one listing per run. A call that listed then records new
+// exposures (Evaluate); one that only waited leaves that to the lister, so
+// that a hundred policies on one schedule cost one listing and one
+// evaluation per tick, not a hundred.
 //
 // Refresh never returns a listing's failure: a failed or partial listing
 // is stored as stale (see state.Inventory) and logged. It returns only
@@ -126,6 +130,7 @@ const maxErrorText = 600
 func (c *Collector) Refresh(ctx context.Context, accounts []Account, since time.Time) error {
 	sem := make(chan struct{}, c.cfg.Concurrency)
 	var wg sync.WaitGroup
+	var listed atomic.Bool
 	errs := make([]error, len(accounts))
 	for i, a := range accounts {
 		lister, regions, ok := c.lister(a)
@@ -142,6 +147,7 @@ func (c *Collector) Refresh(ctx context.Context, accounts []Account, since time.
 				return
 			}
 			defer close(f.done)
+			listed.Store(true)
 			select {
 			case sem <- struct{}{}:
 			case <-ctx.Done():
@@ -155,6 +161,9 @@ func (c *Collector) Refresh(ctx context.Context, accounts []Account, since time.
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
 		return err
+	}
+	if !listed.Load() {
+		return nil // the listing's owner evaluates what it found
 	}
 	return c.Evaluate(ctx)
 }

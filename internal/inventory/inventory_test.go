@@ -3,6 +3,7 @@ package inventory_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -14,6 +15,7 @@ import (
 	"github.com/rotatord/rotatord/internal/cloud/httpapi"
 	"github.com/rotatord/rotatord/internal/cloud/sesterce"
 	"github.com/rotatord/rotatord/internal/inventory"
+	"github.com/rotatord/rotatord/internal/report"
 	"github.com/rotatord/rotatord/internal/secret"
 	"github.com/rotatord/rotatord/internal/state"
 	"github.com/rotatord/rotatord/internal/state/bolt"
@@ -195,6 +197,7 @@ func TestCollector_attributesEveryInstance(t *testing.T) {
 	c := w.collector(nil)
 	start := time.Now()
 	w.refresh(c, start)
+	t.Logf("3,800 instances listed from the contract fake (no rate limit), attributed and stored in %v", time.Since(start))
 	// Two policies on the Gcore project, one listing: one region list.
 	if n := w.srv.Requests(cloudtest.RouteGcoreRegions); n != 1 {
 		t.Errorf("the shared Gcore project's regions were listed %d times in one run, want 1", n)
@@ -247,6 +250,21 @@ func TestCollector_attributesEveryInstance(t *testing.T) {
 		if a.Stale() || a.Error != "" {
 			t.Errorf("account %+v is stale after a clean listing", a)
 		}
+	}
+	// The report of those 3,800 machines, from the stored listing: the
+	// issue's bound is one second after the listing.
+	start = time.Now()
+	rep, err := report.Generate(context.Background(), report.Source{Now: w.now, Config: w.cfg, State: w.store})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rep.Write(io.Discard, report.FormatTable); err != nil {
+		t.Fatal(err)
+	}
+	took := time.Since(start)
+	t.Logf("report of %d listed instances built in %v: %.3f of the 1 s bound", len(rep.Instances), took, took.Seconds())
+	if len(rep.Instances) != 3800 || took > time.Second {
+		t.Errorf("report of %d instances took %v; want 3800 within 1 s", len(rep.Instances), took)
 	}
 	targets, err := inventory.Targets(w.store, w.cfg, w.now)
 	if err != nil {
@@ -417,9 +435,7 @@ func TestCollector_partialListingMerges(t *testing.T) {
 type panicky struct{}
 
 func (panicky) ListInstances(context.Context, int64, []int64) ([]cloud.Instance, error) {
-	var m map[string]int
-	m["boom"]++ // a decoding bug in a client
-	return nil, nil
+	panic("index out of range [3] with length 3") // a decoding bug in a client
 }
 
 // TestCollector_listerPanicIsAnError: a panicking client becomes a stale
@@ -432,5 +448,53 @@ func TestCollector_listerPanicIsAnError(t *testing.T) {
 		if a.Provider == "gcore-prod" && (!a.Stale() || !strings.Contains(a.Error, "internal error")) {
 			t.Errorf("after a panicking listing: %+v; want stale with the panic as its error", a)
 		}
+	}
+}
+
+// TestAttribute_inventoryOffHidesOldListing: a provider switched to
+// inventory: false is neither listed nor reported from an old listing.
+func TestAttribute_inventoryOffHidesOldListing(t *testing.T) {
+	w := newWorld(t)
+	w.srv.LaunchGcoreInstance(project, 1, "gpu-0", "train-20260101T000000")
+	w.refresh(w.collector(nil), time.Now())
+	if n := len(w.attribute().Instances); n != 1 {
+		t.Fatalf("%d instances before, want 1", n)
+	}
+	w.cfg.Providers[0].NoInventory = true
+	before := w.srv.Requests(cloudtest.RouteGcoreRegions)
+	w.refresh(w.collector(nil), time.Now())
+	if w.srv.Requests(cloudtest.RouteGcoreRegions) != before {
+		t.Error("an account with inventory: false was listed")
+	}
+	res := w.attribute()
+	for _, a := range res.Accounts {
+		if a.Provider == "gcore-prod" {
+			t.Errorf("account with inventory: false reported: %+v", a)
+		}
+	}
+	if len(res.Instances) != 0 {
+		t.Errorf("%d instances of an old listing still reported", len(res.Instances))
+	}
+}
+
+// TestCollector_regionsLimitTheListing: a Gcore provider's regions are the
+// only ones listed, without asking for the region list.
+func TestCollector_regionsLimitTheListing(t *testing.T) {
+	w := newWorld(t)
+	w.srv.LaunchGcoreInstance(project, 1, "in-1", "train-20260101T000000")
+	in2 := w.srv.LaunchGcoreInstance(project, 2, "in-2", "train-20260101T000000")
+	w.cfg.Providers[0].Regions = []int64{2}
+	w.refresh(w.collector(nil), time.Now())
+	if n := w.srv.Requests(cloudtest.RouteGcoreRegions); n != 0 {
+		t.Errorf("the region list was read %d times although regions are configured", n)
+	}
+	var got []string
+	for _, in := range w.attribute().Instances {
+		if in.Provider == "gcore-prod" {
+			got = append(got, in.ID)
+		}
+	}
+	if len(got) != 1 || got[0] != in2.ID {
+		t.Errorf("listed %v, want only region 2's %s", got, in2.ID)
 	}
 }

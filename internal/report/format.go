@@ -36,7 +36,12 @@ func Formats() []string {
 //     RFC 3339 UTC, then a summary line and any warnings.
 //   - json: the indented document of DESIGN.md §8, for tools.
 //   - csv: a header row and one record per key, for spreadsheets; warnings
-//     are left out so that every line parses as a record.
+//     are left out so that every line parses as a record. Once an
+//     inventory was listed, an empty line and the instances table (its own
+//     header row) follow.
+//
+// Every format but csv ends with the instances section (instances.go)
+// once an account's machines were listed.
 //   - markdown: a GitHub-flavoured table with the summary and warnings, for
 //     tickets and pull requests.
 //   - html: one self-contained page for auditors, with a key-age chart; it

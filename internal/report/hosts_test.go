@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"encoding/json"
 	"html"
+	"os"
+	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -162,5 +165,31 @@ func TestCollector_Hosts(t *testing.T) {
 		if got[k] != v {
 			t.Errorf("rotatord_hosts{%s} = %v, want %v", k, got[k], v)
 		}
+	}
+}
+
+// The hosts section renders in a real browser: one row per host with its
+// status and the fingerprints it trusts, and no network request.
+func TestReport_HostsHTMLInBrowser(t *testing.T) {
+	bin := chromium(t)
+	r := hostsFixture(t).generate(t)
+	dir := t.TempDir()
+	page := filepath.Join(dir, "report.html")
+	if err := os.WriteFile(page, []byte(writeHTML(t, r)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	netLog := filepath.Join(dir, "net.json")
+	dom := string(runChromium(t, bin, page, "--dump-dom", "--log-net-log="+netLog))
+	if n := len(regexp.MustCompile(`<tr class="(ok|stale|unreachable|unverified)"><td><code>`).FindAllString(dom, -1)); n != len(r.Hosts) {
+		t.Errorf("rendered hosts table has %d rows, want %d", n, len(r.Hosts))
+	}
+	for _, want := range []string{`<section id="hosts">`, "hosts: 2 ok, 2 stale, 1 unreachable, 2 unverified",
+		"<code>ubuntu@10.0.0.5:22</code>", "host_key_changed", fingerprint(idRetiring)} {
+		if !strings.Contains(dom, want) {
+			t.Errorf("rendered DOM has no %q", want)
+		}
+	}
+	if reqs := pageRequests(t, netLog); len(reqs) != 0 {
+		t.Errorf("the page made network requests: %q", reqs)
 	}
 }

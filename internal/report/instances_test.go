@@ -196,7 +196,9 @@ func TestReport_staleInventoryMarked(t *testing.T) {
 // policy and key status.
 func TestCollector_instancesMetric(t *testing.T) {
 	f := newInvFixture(t, 2, 5, 1)
-	got := scrape(t, NewCollector(func() (*Report, error) { return Generate(context.Background(), Source{Now: now, Config: f.cfg, State: f.store}) }))
+	got := scrape(t, NewCollector(func() (*Report, error) {
+		return Generate(context.Background(), Source{Now: now, Config: f.cfg, State: f.store})
+	}))
 	for _, want := range []string{
 		`rotatord_instances{key_status="exposed",policy="train"} 5`,
 		`rotatord_instances{key_status="current",policy="train"} 2`,

@@ -154,6 +154,9 @@ type Options struct {
 
 	// snap is the account's listing taken by RunAll, if any.
 	snap *snapshot
+	// hostsLater leaves the hosts to the caller (RunAll), which converges
+	// them after it gave back the provider slot the run held.
+	hostsLater bool
 }
 
 // Result says what one run of a policy did.
@@ -259,9 +262,18 @@ func (e *Engine) RunAll(ctx context.Context, policies []policy.Policy, opts Opti
 				results[i] = Result{Policy: p.Name, Err: ctx.Err()}
 				return
 			}
-			defer func() { <-sem }()
+			opts.hostsLater = p.Hosts != nil
 			res, err := e.Run(ctx, p, opts)
+			<-sem
 			res.Err = err
+			if opts.hostsLater && !errors.Is(err, ErrBusy) && !errors.Is(err, ErrUnknownProvider) && ctx.Err() == nil {
+				// Host convergence takes seconds of SSH per policy: it
+				// must not hold one of the provider's slots meanwhile.
+				if unlock, lerr := e.cfg.Locks.Lock(ctx, p.Name); lerr == nil {
+					res.Hosts = e.convergeHosts(ctx, p, hostsModeFor(opts, res))
+					unlock()
+				}
+			}
 			results[i] = res
 		}()
 	}
@@ -294,14 +306,10 @@ func (e *Engine) Run(ctx context.Context, p policy.Policy, opts Options) (res Re
 		// hosts converge toward whatever key the run left current, on
 		// every run, failed or not. A host's trouble never fails the run.
 		defer func() {
-			if ctx.Err() != nil || errors.Is(err, ErrUnknownProvider) {
+			if opts.hostsLater || ctx.Err() != nil || errors.Is(err, ErrUnknownProvider) {
 				return
 			}
-			mode := hostsAll
-			if opts.Force || res.Rotated {
-				mode = hostsForced
-			}
-			res.Hosts = e.convergeHosts(ctx, p, mode)
+			res.Hosts = e.convergeHosts(ctx, p, hostsModeFor(opts, res))
 		}()
 	}
 	log := e.log.With("policy", p.Name, "provider", p.Provider)

@@ -75,6 +75,15 @@ const (
 	hostsDue
 )
 
+// hostsModeFor is the pass a run ends with: every host, backoff or not,
+// after a rotation or a forced run; else every host not backing off.
+func hostsModeFor(opts Options, res Result) hostMode {
+	if opts.Force || res.Rotated {
+		return hostsForced
+	}
+	return hostsAll
+}
+
 // hostTarget is one host of a policy and where it came from.
 type hostTarget struct {
 	t      hosts.Target
@@ -86,7 +95,6 @@ type hostKeySet struct {
 	keys    hosts.Keys
 	current state.KeyRecord
 	retired map[string]bool
-	status  map[string]state.KeyStatus // by fingerprint
 }
 
 // convergeHosts moves every host of p toward "trusts the current key and
@@ -279,13 +287,12 @@ func (e *Engine) forgetHosts(p policy.Policy, records []state.HostRecord, target
 // deleted keys, and retiring or orphaned keys whose grace is over (an
 // emergency rotation sets that to the rotation's end).
 func hostRetired(p policy.Policy, recs []state.KeyRecord, now time.Time) hostKeySet {
-	ks := hostKeySet{retired: map[string]bool{}, status: map[string]state.KeyStatus{}}
+	ks := hostKeySet{retired: map[string]bool{}}
 	ks.current, _ = state.Current(recs)
 	for _, r := range recs {
 		if r.Fingerprint == "" {
 			continue
 		}
-		ks.status[r.Fingerprint] = r.Status
 		if r.Fingerprint == ks.current.Fingerprint {
 			continue
 		}

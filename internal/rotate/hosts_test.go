@@ -267,7 +267,14 @@ func TestHosts_RotationReachesEveryHost(t *testing.T) {
 func TestHosts_EmergencyRemovesAtOnce(t *testing.T) {
 	f := newHostsFleet(t, 3)
 	old := f.current()
-	res := f.h.mustRun(f.p, rotate.Options{Emergency: true, Trigger: rotate.TriggerCLI})
+	// Through RunAll, as the daemon runs policies: the hosts are converged
+	// after the run gave back its provider slot.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	res := f.h.engine.RunAll(ctx, []policy.Policy{f.p}, rotate.Options{Emergency: true, Trigger: rotate.TriggerCLI})[0]
+	if res.Err != nil || res.Hosts == nil {
+		t.Fatalf("RunAll: %v, hosts %+v", res.Err, res.Hosts)
+	}
 	cur := f.current()
 	if res.Hosts.ByStatus[state.HostOK] != 3 {
 		t.Fatalf("hosts: %+v", res.Hosts)
@@ -539,5 +546,80 @@ func TestHosts_Plan(t *testing.T) {
 	}
 	if strings.Contains(f.srv.Logs()[logs:], "Accepted publickey") {
 		t.Error("plan logged in to a host")
+	}
+}
+
+// fakeSource is a HostSource: what the instance inventory will plug in.
+type fakeSource struct {
+	mu    sync.Mutex
+	hosts []rotate.DiscoveredHost
+	err   error
+}
+
+func (s *fakeSource) Instances(context.Context, policy.Policy) ([]rotate.DiscoveredHost, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.hosts, s.err
+}
+
+func (s *fakeSource) set(hs []rotate.DiscoveredHost, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.hosts, s.err = hs, err
+}
+
+// discover: true converges the instances a HostSource finds beside the
+// static targets; a failed listing forgets no host, an instance gone is
+// forgotten.
+func TestHosts_Discover(t *testing.T) {
+	f := newHostsFleet(t, 2)
+	src := &fakeSource{}
+	f.h.engine = rotate.New(rotate.Config{
+		Journal: f.h.db, Keys: f.h.store, Providers: f.h.provs, Locks: f.h.locks, Now: f.h.clock.Now,
+		BackoffBase: time.Millisecond, BackoffMax: time.Millisecond, HostSource: src,
+	})
+	disc := f.srv.Hosts()[1]
+	f.p.Hosts.Targets = f.p.Hosts.Targets[:1]
+	f.p.Hosts.Discover, f.p.Hosts.User = true, disc.User
+	src.set([]rotate.DiscoveredHost{{Address: "127.0.0.1", Port: disc.Port, InstanceID: "i-1"}}, nil)
+	res := f.h.mustRun(f.p, rotate.Options{Force: true, Trigger: rotate.TriggerCLI})
+	if res.Hosts.Targets != 2 || res.Hosts.ByStatus[state.HostOK] != 2 {
+		t.Fatalf("hosts: %+v", res.Hosts)
+	}
+	if rec := f.hostRecord(1); rec.Source != rotate.HostSourceDiscovered || rec.Status != state.HostOK {
+		t.Errorf("discovered host record: %+v", rec)
+	}
+	if len(keyLines(disc.ReadAuthorizedKeys(t), f.current().Fingerprint)) != 1 {
+		t.Error("the discovered host did not get the new key")
+	}
+	src.set(nil, fmt.Errorf("inventory down"))
+	f.h.clock.Advance(time.Minute)
+	f.h.mustRun(f.p, rotate.Options{Trigger: rotate.TriggerSchedule})
+	if rec := f.hostRecord(1); rec.Host == "" {
+		t.Error("a failed listing forgot the discovered host")
+	}
+	src.set(nil, nil)
+	f.h.clock.Advance(time.Minute)
+	f.h.mustRun(f.p, rotate.Options{Trigger: rotate.TriggerSchedule})
+	if rec := f.hostRecord(1); rec.Host != "" {
+		t.Errorf("an instance that is gone is still recorded: %+v", rec)
+	}
+}
+
+// A host that trusts none of the keys rotatord holds is left untouched and
+// recorded denied; the others converge.
+func TestHosts_Denied(t *testing.T) {
+	f := newHostsFleet(t, 2)
+	lost := f.srv.Hosts()[1]
+	lost.WriteAuthorizedKeys(t, f.other[1], 0o600)
+	res := f.h.mustRun(f.p, rotate.Options{Force: true, Trigger: rotate.TriggerCLI})
+	if res.Hosts.ByStatus[state.HostOK] != 1 || res.Hosts.ByStatus[state.HostDenied] != 1 {
+		t.Fatalf("hosts: %+v", res.Hosts)
+	}
+	if got := lost.ReadAuthorizedKeys(t); !bytes.Equal(got, f.other[1]) {
+		t.Errorf("the denied host's file changed:\n%s", got)
+	}
+	if rec := f.hostRecord(1); rec.Status != state.HostDenied || rec.ConsecutiveFailures != 1 || rec.NextRetry.IsZero() {
+		t.Errorf("record: %+v", rec)
 	}
 }
