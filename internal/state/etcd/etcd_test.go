@@ -384,3 +384,24 @@ func TestViewsDuringUpdates(t *testing.T) {
 		return nil
 	})
 }
+
+// TestUpdate_AfterClose: an Update racing Close, or after it, returns an
+// error instead of waiting forever.
+func TestUpdate_AfterClose(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	b, err := etcd.New(c.Client(t), etcd.Options{Prefix: "/closed/"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for i := range 50 {
+		wg.Go(func() {
+			_ = b.Update(func(kv state.KV) error { return kv.Put("keys", []byte(fmt.Sprint(i)), []byte("x")) })
+		})
+	}
+	_ = b.Close()
+	wg.Wait() // every Update returned
+	if err := b.Update(func(state.KV) error { return nil }); err == nil {
+		t.Error("Update after Close succeeded")
+	}
+}
