@@ -359,7 +359,9 @@ func TestViewsDuringUpdates(t *testing.T) {
 	const n = 100
 	for i := range n {
 		wg.Go(func() {
-			if err := st.Update(func(tx state.Tx) error { return tx.AppendAudit(state.AuditEntry{Event: "rotated", Policy: fmt.Sprint(i)}) }); err != nil {
+			if err := st.Update(func(tx state.Tx) error {
+				return tx.AppendAudit(state.AuditEntry{Event: "rotated", Policy: fmt.Sprint(i)})
+			}); err != nil {
 				t.Error(err)
 			}
 		})
