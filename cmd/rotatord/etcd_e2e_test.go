@@ -449,8 +449,9 @@ func TestEtcd_Faults(t *testing.T) {
 
 // TestEtcd_StandbyAnswers: what an operator sees of two processes on one
 // etcd. `status` on the standby names its role and the leader with its
-// address; `rotate` on the standby refuses and names the leader; `reload`
-// on the standby reloads and names the leader; /metrics says
+// address; `rotate` (and SIGUSR1) on the standby refuses and names the
+// leader; `reload` on the standby reloads and names the leader; `report`
+// on the standby shows the keys the leader just made; /metrics says
 // rotatord_leader 1 on the leader and 0 on the standby; Slack hears
 // leader_changed when the leader starts and again when the standby takes
 // over.
@@ -494,6 +495,21 @@ func TestEtcd_StandbyAnswers(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "standby") || !strings.Contains(out, leaderAddr) {
 		t.Errorf("reload on the standby: exit %d\n%s%s\nwant it done, naming the leader", code, out, stderr)
 	}
+	// The leader rotates; the standby reports the new keys from etcd.
+	if out, stderr, code := e.rotatord(f.env, "rotate", "-config", lead.cfg, "-all"); code != 0 {
+		t.Fatalf("rotate on the leader: exit %d\n%s%s", code, out, stderr)
+	}
+	out, stderr, code = e.rotatord(f.env, "report", "-config", stand.cfg, "-format", "csv")
+	for _, p := range ps {
+		if code != 0 || !strings.Contains(out, "\n"+p.Name+",") {
+			t.Errorf("report on the standby (exit %d) has no row of %s:\n%s%s", code, p.Name, out, stderr)
+		}
+	}
+	stand.d.signal(syscall.SIGUSR1)
+	eventually(t, 10*time.Second, "SIGUSR1 on the standby to be refused, naming the leader", func() bool {
+		l := lastLine(stand.d.logs.String(), "SIGUSR1: no rotation")
+		return strings.Contains(l, "standby") && strings.Contains(l, leaderAddr)
+	})
 	eventually(t, 10*time.Second, "rotatord_leader 1 on the leader, 0 on the standby", func() bool {
 		return lead.metric("rotatord_leader") == "1" && stand.metric("rotatord_leader") == "0"
 	})

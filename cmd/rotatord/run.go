@@ -83,7 +83,10 @@ func serve(ctx context.Context, path string, opts daemon.Options, log *slog.Logg
 		case syscall.SIGUSR1:
 			log.Info("SIGUSR1: rotating every policy now")
 			go func() {
-				results, _ := app.RotatePolicies(work, nil, false, rotate.TriggerSignal)
+				results, err := app.RotatePolicies(work, nil, false, rotate.TriggerSignal)
+				if err != nil { // a standby names the leader
+					log.Error("SIGUSR1: no rotation", "err", err)
+				}
 				for _, r := range results {
 					if r.Err != nil {
 						log.Error("signal rotation failed", "policy", r.Policy, "err", r.Err)

@@ -184,6 +184,10 @@ func (k *keyStore) acquire(ctx context.Context) (st *vault.Store, release func()
 		return nil, nil, fmt.Errorf("vault: wait for a request slot: %w", ctx.Err())
 	}
 	release = func() { <-k.slots }
+	if err := ctxFence(ctx); err != nil { // a paused leader may resume here
+		release()
+		return nil, nil, err
+	}
 	if st, err = k.connect(ctx); err != nil {
 		release()
 		return nil, nil, err

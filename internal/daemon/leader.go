@@ -349,28 +349,50 @@ func (k fencedKeyStore) Put(ctx context.Context, path string, data map[string]st
 	if err := checkFence(k.el, "vault write"); err != nil {
 		return 0, err
 	}
-	return k.ks.Put(ctx, path, data, cas)
+	return k.ks.Put(withFence(ctx, k.el, "vault write"), path, data, cas)
 }
 
 func (k fencedKeyStore) Get(ctx context.Context, path string) (map[string]string, int, error) {
 	if err := checkFence(k.el, "vault read"); err != nil {
 		return nil, 0, err
 	}
-	return k.ks.Get(ctx, path)
+	return k.ks.Get(withFence(ctx, k.el, "vault read"), path)
 }
 
 func (k fencedKeyStore) GetVersion(ctx context.Context, path string, version int) (map[string]string, error) {
 	if err := checkFence(k.el, "vault read"); err != nil {
 		return nil, err
 	}
-	return k.ks.GetVersion(ctx, path, version)
+	return k.ks.GetVersion(withFence(ctx, k.el, "vault read"), path, version)
 }
 
 func (k fencedKeyStore) Delete(ctx context.Context, path string) error {
 	if err := checkFence(k.el, "vault delete"); err != nil {
 		return err
 	}
-	return k.ks.Delete(ctx, path)
+	return k.ks.Delete(withFence(ctx, k.el, "vault delete"), path)
+}
+
+// fenceKey carries the engine's fence in a context down to the key
+// store, which checks it again once a request slot is free: a leader
+// paused while waiting for one must not go on to Vault.
+type fenceKey struct{}
+
+type ctxFenceValue struct {
+	el   *leader.Elector
+	what string
+}
+
+func withFence(ctx context.Context, el *leader.Elector, what string) context.Context {
+	return context.WithValue(ctx, fenceKey{}, ctxFenceValue{el, what})
+}
+
+// ctxFence checks the fence ctx carries, if any.
+func ctxFence(ctx context.Context) error {
+	if f, ok := ctx.Value(fenceKey{}).(ctxFenceValue); ok {
+		return checkFence(f.el, f.what)
+	}
+	return nil
 }
 
 // leadOnce wins leadership for a one-shot run (run -once) with state on

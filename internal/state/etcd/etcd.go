@@ -22,7 +22,8 @@
 // is also conditioned on that key, in the same transaction: a deposed
 // leader's write fails with state.ErrFenced and writes nothing.
 //
-// Nothing outside this package and etcdtest imports the etcd client.
+// Only this package, etcdtest, internal/leader and the daemon's wiring
+// import the etcd client.
 package etcd
 
 import (
@@ -234,10 +235,23 @@ func (b *Backend) Update(fn func(state.KV) error) error {
 	select {
 	case b.calls <- c:
 	case <-b.stop:
-		return errors.New("update etcd state: backend closed")
+		return errClosed
 	}
-	return <-c.err
+	select {
+	case err := <-c.err:
+		return err
+	case <-b.done:
+		// The committer stopped; it may have answered just before.
+		select {
+		case err := <-c.err:
+			return err
+		default:
+			return errClosed
+		}
+	}
 }
+
+var errClosed = errors.New("update etcd state: backend closed")
 
 // commitLoop commits Updates one batch at a time: whatever queued up
 // while the previous commit was in flight.
@@ -272,7 +286,7 @@ func (b *Backend) drain() {
 	for {
 		select {
 		case c := <-b.calls:
-			c.err <- errors.New("update etcd state: backend closed")
+			c.err <- errClosed
 		default:
 			return
 		}
@@ -601,11 +615,9 @@ func (t *txn) Scan(bucket string, prefix []byte, reverse bool, fn func(k, v []by
 		for {
 			var kvs []kvPair
 			var more bool
-			// Only a committer reads the cache (as get does): a View runs
-			// beside the committer that writes it.
 			var lc kvPair
 			var cached bool
-			if whole {
+			if first && whole { // only the committer goroutine reads the cache
 				lc, cached = t.b.lasts[bucket]
 			}
 			switch {

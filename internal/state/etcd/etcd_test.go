@@ -337,3 +337,73 @@ func TestUpdate_TwoProcessesShareTheAuditChain(t *testing.T) {
 		t.Fatalf("the shared chain does not verify: %v", err)
 	}
 }
+
+// TestViewsDuringUpdates: Views run beside the committer and its cache,
+// and the appends they race with all land in one chain.
+func TestViewsDuringUpdates(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	key, err := audit.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := etcd.New(c.Client(t), etcd.Options{Prefix: "/views/"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	st, err := state.Open(b, state.WithAuditKeys(state.StaticAuditKey(key)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	const n = 100
+	for i := range n {
+		wg.Go(func() {
+			if err := st.Update(func(tx state.Tx) error {
+				return tx.AppendAudit(state.AuditEntry{Event: "rotated", Policy: fmt.Sprint(i)})
+			}); err != nil {
+				t.Error(err)
+			}
+		})
+		wg.Go(func() {
+			if err := st.View(func(tx state.Tx) error {
+				if _, err := tx.AuditHead(); err != nil {
+					return err
+				}
+				_, err := tx.Rotations("", 1)
+				return err
+			}); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	_ = st.View(func(tx state.Tx) error {
+		h, err := tx.AuditHead()
+		if err != nil || h.Seq != n {
+			t.Errorf("audit head %v, %v; want sequence %d", h, err, n)
+		}
+		return nil
+	})
+}
+
+// TestUpdate_AfterClose: an Update racing Close, or after it, returns an
+// error instead of waiting forever.
+func TestUpdate_AfterClose(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	b, err := etcd.New(c.Client(t), etcd.Options{Prefix: "/closed/"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for i := range 50 {
+		wg.Go(func() {
+			_ = b.Update(func(kv state.KV) error { return kv.Put("keys", []byte(fmt.Sprint(i)), []byte("x")) })
+		})
+	}
+	_ = b.Close()
+	wg.Wait() // every Update returned
+	if err := b.Update(func(state.KV) error { return nil }); err == nil {
+		t.Error("Update after Close succeeded")
+	}
+}
