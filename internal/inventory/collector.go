@@ -217,7 +217,18 @@ func (c *Collector) refresh(ctx context.Context, a Account, l Lister, regions []
 		return tx.PutInventory(stored)
 	})
 	if uerr != nil {
-		return fmt.Errorf("store the inventory of %s%s: %w", a.Provider, projectSuffix(a.ProjectID), uerr)
+		// The listing could not be stored (on etcd: more than one request
+		// holds). Say so in the small header, so the report marks the last
+		// listing stale instead of passing it off as current.
+		uerr = fmt.Errorf("store the inventory of %s%s: %w", a.Provider, projectSuffix(a.ProjectID), uerr)
+		merr := c.cfg.Store.Update(func(tx state.Tx) error {
+			return tx.MarkInventoryStale(a.Provider, a.ProjectID, started, err2text(uerr))
+		})
+		if merr == nil {
+			log.Error("instance listing read but not stored; the inventory is stale", "instances_read", len(got), "err", err2text(uerr))
+			return nil
+		}
+		return errors.Join(uerr, merr)
 	}
 	if lerr != nil {
 		log.Warn("instance listing failed; the inventory is stale", "instances_read", len(got),

@@ -2,6 +2,7 @@ package inventory_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"path/filepath"
@@ -520,6 +521,51 @@ func TestCollector_hangingListingIsBounded(t *testing.T) {
 	for _, a := range w.attribute().Accounts {
 		if a.Provider == "gcore-prod" && (!a.Stale() || !strings.Contains(a.Error, "deadline")) {
 			t.Errorf("after a hanging listing: %+v; want stale with the deadline as its error", a)
+		}
+	}
+}
+
+// refusing is a store whose writes of more than limit instances fail, as
+// etcd refuses a request past --max-request-bytes.
+type refusing struct {
+	state.Store
+	limit int
+}
+
+func (r refusing) Update(fn func(tx state.Tx) error) error {
+	return r.Store.Update(func(tx state.Tx) error { return fn(limitTx{Tx: tx, limit: r.limit}) })
+}
+
+type limitTx struct {
+	state.Tx
+	limit int
+}
+
+func (l limitTx) PutInventory(inv state.Inventory) error {
+	if len(inv.Instances) > l.limit {
+		return errors.New("etcdserver: request is too large")
+	}
+	return l.Tx.PutInventory(inv)
+}
+
+// TestCollector_listingTooLargeToStore: a listing the store refuses leaves
+// the last stored one, marked stale with why, and fails no run.
+func TestCollector_listingTooLargeToStore(t *testing.T) {
+	w := newWorld(t)
+	for i := range 3 {
+		w.srv.LaunchGcoreInstance(project, 1, fmt.Sprintf("gpu-%d", i), "train-20260101T000000")
+	}
+	w.refresh(w.collector(nil), time.Now())
+	w.srv.LaunchGcoreInstance(project, 1, "gpu-3", "train-20260101T000000")
+	c := inventory.New(inventory.Config{Store: refusing{Store: w.store, limit: 3}, Config: w.cfg,
+		Listers: map[string]inventory.Lister{"gcore-prod": w.gc}})
+	w.refresh(c, time.Now())
+	for _, a := range w.attribute().Accounts {
+		if a.Provider != "gcore-prod" {
+			continue
+		}
+		if !a.Stale() || a.Instances != 3 || !strings.Contains(a.Error, "request is too large") {
+			t.Errorf("after a listing too large to store: %+v; want the 3 stored machines, stale, saying why", a)
 		}
 	}
 }

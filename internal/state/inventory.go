@@ -205,6 +205,37 @@ func (t *tx) decodeInventory(key, head []byte) (Inventory, error) {
 	return inv, nil
 }
 
+// MarkInventoryStale updates the header of the account's inventory only.
+func (t *tx) MarkInventoryStale(provider string, project int64, at time.Time, errText string) error {
+	if provider == "" {
+		return errors.New("mark inventory stale: empty provider")
+	}
+	key := inventoryKey(provider, project)
+	where := fmt.Sprintf("mark inventory of %s%s stale", provider, projectSuffix(project))
+	inv := Inventory{Provider: provider, ProjectID: project}
+	v, err := t.kv.Get(bucketInventory, key)
+	if err != nil {
+		return fmt.Errorf("%s: %w", where, err)
+	}
+	if v != nil {
+		if err := json.Unmarshal(v, &inv); err != nil {
+			return fmt.Errorf("%s: decode: %w", where, err)
+		}
+	}
+	inv.AttemptedAt, inv.Error = utc(at), errText
+	if inv.StaleSince.IsZero() {
+		inv.StaleSince = utc(at)
+	}
+	head, err := encode(inv)
+	if err != nil {
+		return fmt.Errorf("%s: %w", where, err)
+	}
+	if err := t.kv.Put(bucketInventory, key, head); err != nil {
+		return fmt.Errorf("%s: %w", where, err)
+	}
+	return nil
+}
+
 // PutExposure records that x.KeyID of x.Policy was found exposed.
 func (t *tx) PutExposure(x Exposure) error {
 	if x.Policy == "" || x.KeyID == "" {

@@ -124,6 +124,12 @@ type Tx interface {
 	// ForEachInventory calls fn for every stored listing, in provider then
 	// project order, stopping at the first error, which it returns.
 	ForEachInventory(fn func(Inventory) error) error
+	// MarkInventoryStale records a listing attempt at `at` that failed
+	// with errText without rewriting the stored instances (a small write,
+	// for when the listing itself could not be stored): AttemptedAt and
+	// Error are set, StaleSince when it was not. An account with no stored
+	// listing gets an empty one.
+	MarkInventoryStale(provider string, project int64, at time.Time, errText string) error
 	// PutExposure records that a key was found exposed and announced, so
 	// that the exposed event goes out once per key.
 	PutExposure(x Exposure) error

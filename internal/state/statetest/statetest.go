@@ -60,6 +60,7 @@ func Run(t *testing.T, f Factory) {
 		{"NewerSchemaRefused", testNewerSchema},
 		{"Inventory", testInventory},
 		{"Exposure", testExposure},
+		{"MarkInventoryStale", testMarkInventoryStale},
 		{"Hosts", testHosts},
 		{"HostKeyPins", testHostKeyPins},
 	} {
@@ -1381,5 +1382,40 @@ func testExposure(t *testing.T, s *fixture) {
 	})
 	if err := s.store.Update(func(tx state.Tx) error { return tx.PutExposure(state.Exposure{Policy: "p"}) }); err == nil {
 		t.Error("PutExposure without a key ID succeeded")
+	}
+}
+
+// testMarkInventoryStale: marking stale touches the header only: the
+// instances stay, the first failure's time is kept, the error replaced.
+func testMarkInventoryStale(t *testing.T, s *fixture) {
+	insts := []state.InventoryInstance{{ID: "i1", KeyName: "k"}, {ID: "i2"}}
+	s.update(t, func(tx state.Tx) error {
+		return tx.PutInventory(state.Inventory{Provider: "gcore-prod", ProjectID: 3, Instances: insts, ListedAt: t0, AttemptedAt: t0})
+	})
+	s.update(t, func(tx state.Tx) error {
+		return tx.MarkInventoryStale("gcore-prod", 3, t0.Add(time.Hour), "store the listing: request too large")
+	})
+	s.update(t, func(tx state.Tx) error {
+		return tx.MarkInventoryStale("gcore-prod", 3, t0.Add(2*time.Hour), "store the listing: again")
+	})
+	s.update(t, func(tx state.Tx) error { return tx.MarkInventoryStale("sesterce-prod", 0, t0, "list: 503") })
+	s.reopen()
+	s.view(t, func(tx state.Tx) error {
+		got, ok, err := tx.Inventory("gcore-prod", 3)
+		if err != nil || !ok {
+			return fmt.Errorf("Inventory: %v, %v", ok, err)
+		}
+		if len(got.Instances) != 2 || !got.ListedAt.Equal(t0) || !got.StaleSince.Equal(t0.Add(time.Hour)) ||
+			!got.AttemptedAt.Equal(t0.Add(2*time.Hour)) || got.Error != "store the listing: again" {
+			t.Errorf("after two marks: %+v", got)
+		}
+		fresh, ok, err := tx.Inventory("sesterce-prod", 0)
+		if !ok || !fresh.Stale() || len(fresh.Instances) != 0 || fresh.Error != "list: 503" {
+			t.Errorf("marking an account never stored: %+v, %v", fresh, ok)
+		}
+		return err
+	})
+	if err := s.store.Update(func(tx state.Tx) error { return tx.MarkInventoryStale("", 0, t0, "x") }); err == nil {
+		t.Error("MarkInventoryStale without a provider succeeded")
 	}
 }
