@@ -37,6 +37,7 @@ func cmdCheck(_ context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	printSummary(stdout, cfg, time.Now())
 	printHostsSummary(stdout, cfg)
+	printInventorySummary(stdout, cfg)
 	return nil
 }
 

@@ -3,9 +3,12 @@ package main
 import (
 	"fmt"
 	"io"
+	"strconv"
+	"strings"
 
 	"github.com/rotatord/rotatord/internal/control"
 	"github.com/rotatord/rotatord/internal/rotate"
+	"github.com/rotatord/rotatord/policy"
 )
 
 // maxLeftBehind bounds the machines plan names per policy; the report
@@ -48,4 +51,25 @@ func printOldKeyMachines(w io.Writer, ps []control.PolicyStatus) {
 	if shown {
 		fmt.Fprintln(w)
 	}
+}
+
+// printInventorySummary is check's line on the instance inventory: which
+// provider accounts each run lists, and the Gcore regions when limited.
+func printInventorySummary(w io.Writer, cfg *policy.Config) {
+	var parts []string
+	for _, p := range cfg.Providers {
+		switch {
+		case p.NoInventory:
+			parts = append(parts, p.Name+" off")
+		case len(p.Regions) > 0:
+			ids := make([]string, len(p.Regions))
+			for i, r := range p.Regions {
+				ids[i] = strconv.FormatInt(r, 10)
+			}
+			parts = append(parts, fmt.Sprintf("%s on (regions %s)", p.Name, strings.Join(ids, ", ")))
+		default:
+			parts = append(parts, p.Name+" on")
+		}
+	}
+	fmt.Fprintf(w, "\ninventory (which machines each key reached, listed after each run): %s\n", strings.Join(parts, "; "))
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/rotatord/rotatord/internal/control"
 	"github.com/rotatord/rotatord/internal/rotate"
+	"github.com/rotatord/rotatord/policy"
 )
 
 // plan names the machines a rotation or retirement leaves behind, up to
@@ -45,5 +46,16 @@ func TestPrintStatus_oldKeyMachines(t *testing.T) {
 	printOldKeyMachines(&b, []control.PolicyStatus{{Name: "train", InstancesOnOldKeys: 5}, {Name: "gpu"}})
 	if got, want := b.String(), "\ntrain: 5 running machine(s) on a non-current key (rotatord report lists them)\n"; got != want {
 		t.Errorf("got %q, want %q", got, want)
+	}
+}
+
+// check names the accounts the inventory lists, and the Gcore regions.
+func TestPrintInventorySummary(t *testing.T) {
+	var b bytes.Buffer
+	printInventorySummary(&b, &policy.Config{Providers: []policy.Provider{
+		{Name: "sesterce-prod"}, {Name: "gcore-prod", Regions: []int64{76, 124}}, {Name: "gcore-lab", NoInventory: true}}})
+	want := "\ninventory (which machines each key reached, listed after each run): sesterce-prod on; gcore-prod on (regions 76, 124); gcore-lab off\n"
+	if got := b.String(); got != want {
+		t.Errorf("got %q\nwant %q", got, want)
 	}
 }
