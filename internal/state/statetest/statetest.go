@@ -1403,7 +1403,7 @@ func testMarkInventoryStale(t *testing.T, s *fixture) {
 	s.view(t, func(tx state.Tx) error {
 		got, ok, err := tx.Inventory("gcore-prod", 3)
 		if err != nil || !ok {
-			return fmt.Errorf("Inventory: %v, %v", ok, err)
+			return fmt.Errorf("inventory: %v, %v", ok, err)
 		}
 		if len(got.Instances) != 2 || !got.ListedAt.Equal(t0) || !got.StaleSince.Equal(t0.Add(time.Hour)) ||
 			!got.AttemptedAt.Equal(t0.Add(2*time.Hour)) || got.Error != "store the listing: again" {
