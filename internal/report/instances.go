@@ -141,13 +141,8 @@ func timePtr(t time.Time) *time.Time {
 // compareInstances orders machines by policy (unattributed last), then
 // where they run and their name.
 func compareInstances(a, b InstanceRow) int {
-	if (a.Policy == "") != (b.Policy == "") {
-		if a.Policy == "" {
-			return 1
-		}
-		return -1
-	}
 	return cmp.Or(
+		policiesFirst(a.Policy, b.Policy),
 		cmp.Compare(a.Policy, b.Policy),
 		cmp.Compare(a.Provider, b.Provider),
 		cmp.Compare(a.ProjectID, b.ProjectID),

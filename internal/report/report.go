@@ -487,16 +487,24 @@ func (g *generator) finish(policies []policy.Policy) {
 	g.finishInstances()
 }
 
+// policiesFirst orders what belongs to a policy before what belongs to
+// none (unmanaged keys, unattributed machines).
+func policiesFirst(a, b string) int {
+	switch {
+	case (a == "") == (b == ""):
+		return 0
+	case a == "":
+		return 1
+	default:
+		return -1
+	}
+}
+
 // compareRows orders rows by policy, provider, project, creation time and
 // key ID, with unmanaged rows (no policy) last.
 func compareRows(a, b Row) int {
-	if (a.Policy == "") != (b.Policy == "") {
-		if a.Policy == "" {
-			return 1
-		}
-		return -1
-	}
 	return cmp.Or(
+		policiesFirst(a.Policy, b.Policy),
 		cmp.Compare(a.Policy, b.Policy),
 		cmp.Compare(a.Provider, b.Provider),
 		cmp.Compare(a.ProjectID, b.ProjectID),

@@ -111,16 +111,7 @@ func (e *Engine) convergeHosts(ctx context.Context, p policy.Policy, mode hostMo
 		return run
 	}
 	now := e.cfg.Now()
-	var recs []state.KeyRecord
-	var records []state.HostRecord
-	err := e.cfg.Journal.View(func(tx state.Tx) error {
-		var err error
-		if recs, err = tx.Keys(p.Name); err != nil {
-			return err
-		}
-		records, err = tx.Hosts(p.Name)
-		return err
-	})
+	recs, records, err := e.hostState(p.Name)
 	if err != nil {
 		run.Err = fmt.Errorf("read state: %w", err)
 		log.Error("host convergence", "err", run.Err)
@@ -598,16 +589,7 @@ func (e *Engine) planHosts(p policy.Policy, d Decision) ([]HostPlan, error) {
 		return nil, nil
 	}
 	now := e.cfg.Now()
-	var recs []state.KeyRecord
-	var records []state.HostRecord
-	err := e.cfg.Journal.View(func(tx state.Tx) error {
-		var err error
-		if recs, err = tx.Keys(p.Name); err != nil {
-			return err
-		}
-		records, err = tx.Hosts(p.Name)
-		return err
-	})
+	recs, records, err := e.hostState(p.Name)
 	if err != nil {
 		return nil, fmt.Errorf("read state: %w", err)
 	}
@@ -656,4 +638,16 @@ func (e *Engine) planHosts(p policy.Policy, d Decision) ([]HostPlan, error) {
 		out = append(out, hp)
 	}
 	return out, nil
+}
+
+// hostState reads, in one view, the policy's keys and its host records.
+func (e *Engine) hostState(policy string) (recs []state.KeyRecord, records []state.HostRecord, err error) {
+	err = e.cfg.Journal.View(func(tx state.Tx) error {
+		if recs, err = tx.Keys(policy); err != nil {
+			return err
+		}
+		records, err = tx.Hosts(policy)
+		return err
+	})
+	return recs, records, err
 }
