@@ -15,6 +15,12 @@ var gates = map[string]func(*Report) bool{
 	// overdue: some key is overdue or failing, or some policy is failing
 	// even though it has no key to show it on.
 	"overdue": (*Report).Failing,
+	// exposed: some key still opens a running machine although rotatord
+	// retired or deleted it, or it is past max_age (instances.go).
+	"exposed": (*Report).Exposed,
+	// stale: some host of a policy with a hosts block is not ok (stale,
+	// unreachable or unverified: it may still trust a retired key).
+	"stale": (*Report).HostsStale,
 }
 
 // GateNames lists the conditions -fail-on accepts, sorted.

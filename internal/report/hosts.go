@@ -211,10 +211,6 @@ func (r *Report) HostsStale() bool {
 	return false
 }
 
-func init() {
-	gates["stale"] = (*Report).HostsStale
-}
-
 // LastContactText is LastContact in RFC 3339 UTC, for the HTML page.
 func (h HostRow) LastContactText() string { return stamp(h.LastContact) }
 

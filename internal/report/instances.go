@@ -23,12 +23,6 @@ import (
 // never listed by the report itself, so a report of thousands of machines
 // builds in milliseconds and a scrape can export rotatord_instances.
 
-func init() {
-	// exposed: some key still opens a running machine although rotatord
-	// retired or deleted it, or it is past max_age.
-	gates["exposed"] = (*Report).Exposed
-}
-
 // InstanceRow is one running machine. The JSON and CSV names are the
 // fields of DESIGN.md §9.1; Stale marks a machine of an account whose
 // last listing failed (it may be gone).
