@@ -42,7 +42,7 @@ Usage:
   rotatord check   -config FILE               validate the config; exit 1 if invalid
   rotatord plan    -config FILE               dry run: what would be created, defaulted, deleted now
   rotatord rotate  -config FILE (-policy NAME... | -all) [-emergency]
-  rotatord report  -config FILE [-format table|json|csv|markdown|html] [-out FILE] [-fail-on overdue[,...]]
+  rotatord report  -config FILE [-format table|json|csv|markdown|html] [-out FILE] [-fail-on overdue,exposed,stale]
   rotatord status  -config FILE               the running daemon's view
   rotatord reload  -config FILE               make the running daemon re-read its config (like SIGHUP, with the outcome)
   rotatord audit   export -config FILE [-since TIME] [-format jsonl|csv] [-out FILE]
