@@ -65,6 +65,7 @@ func TestRun_UsageErrorsExit2WithAHint(t *testing.T) {
 		{"rotate without target", []string{"rotate", "-config", "x"}, "give -policy NAME (repeatable) or -all"},
 		{"rotate both", []string{"rotate", "-config", "x", "-all", "-policy", "a"}, "-policy and -all exclude each other"},
 		{"bad report format", []string{"report", "-config", "x", "-format", "pdf"}, `unknown -format "pdf"`},
+		{"bad -fail-on", []string{"report", "-config", "x", "-fail-on", "overdue,expose"}, `unknown -fail-on condition "expose" (want a comma list of exposed, overdue, stale)`},
 		{"stray argument", []string{"check", "-config", "x", "extra"}, `unexpected argument "extra"`},
 	}
 	for _, tt := range tests {
