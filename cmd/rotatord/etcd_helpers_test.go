@@ -283,6 +283,12 @@ func (p *proc) status() (control.Status, error) {
 	return control.NewClient(p.sock).Status(ctx)
 }
 
+// leads asks p whether it leads now.
+func (p *proc) leads() bool {
+	st, err := p.status()
+	return err == nil && st.Role == control.RoleLeader
+}
+
 // leader returns the process that reports itself the leader, if exactly
 // one of the given ones does.
 func (f *fleet) leader(among []*proc) *proc {
@@ -294,7 +300,18 @@ func (f *fleet) leader(among []*proc) *proc {
 		st, err := p.status()
 		if err == nil && st.Role == control.RoleLeader {
 			if found != nil {
-				f.t.Fatalf("two processes report themselves leader: %s and %s", found.name, p.name)
+				// The questions are asked one after the other: the lead
+				// may have moved in between. Ask both again; two that
+				// still both lead are two leaders.
+				switch a, b := found.leads(), p.leads(); {
+				case a && b:
+					f.t.Fatalf("two processes report themselves leader: %s and %s", found.name, p.name)
+				case a:
+					continue
+				case !b:
+					found = nil // neither leads now: the caller polls again
+					continue
+				}
 			}
 			found = p
 		}
