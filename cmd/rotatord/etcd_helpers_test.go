@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -155,7 +154,7 @@ func newFleetOn(t testing.TB, e *env, c *etcdtest.Cluster, n int, ps []policyYAM
 		p.prov = newRecorder(t, e.fake.URL())
 		p.vault = newRecorder(t, vaultSrv.Addr)
 		cfg := strings.Replace(string(base), stateLine, etcdState, 1)
-		p.metrics = fmt.Sprintf("127.0.0.1:%d", freeTCPPort(t))
+		p.metrics = fmt.Sprintf("127.0.0.1:%d", etcdtest.FreePort(t))
 		cfg = strings.Replace(cfg, fmt.Sprintf("control: {socket: %s}", e.socket()),
 			fmt.Sprintf("control: {socket: %s}\nmetrics: {listen: %q}", p.sock, p.metrics), 1)
 		cfg = strings.ReplaceAll(cfg, e.fake.URL(), p.prov.URL())
@@ -404,16 +403,6 @@ func (f *fleet) revision() int64 {
 func leaderName(pid int) string {
 	host, _ := os.Hostname()
 	return fmt.Sprintf("%s/%d", host, pid)
-}
-
-func freeTCPPort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 // metric returns the value of an unlabelled metric p serves, or "".

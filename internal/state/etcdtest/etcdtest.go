@@ -109,7 +109,7 @@ func StartWith(t testing.TB, cfg Config) *Cluster {
 	c := &Cluster{t: t, bin: bin, MaxTxnOps: cfg.MaxTxnOps}
 	var initial []string
 	for i := range n {
-		cport, pport := freePort(t), freePort(t)
+		cport, pport := FreePort(t), FreePort(t)
 		m := &Member{
 			Name:      fmt.Sprintf("m%d", i),
 			ClientURL: fmt.Sprintf("http://127.0.0.1:%d", cport),
@@ -181,7 +181,9 @@ func tempRoot(t testing.TB) string {
 	return t.TempDir()
 }
 
-func freePort(t testing.TB) int {
+// FreePort returns a TCP port on 127.0.0.1 that nothing listened on a
+// moment ago: for a member's ports, and for tests that give a process one.
+func FreePort(t testing.TB) int {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
