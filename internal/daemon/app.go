@@ -69,6 +69,9 @@ type App struct {
 	locks    *rotate.Locks
 	flights  *inventory.Flights // instance listings shared by the runs of every config
 	met      *Metrics
+	// provHTTP is the connection pool of every provider client, kept
+	// across reloads.
+	provHTTP *http.Transport
 	// lead is this process's part in the election; nil with bbolt.
 	lead *leadership
 
@@ -125,7 +128,8 @@ func New(ctx context.Context, cfg *policy.Config, opts Options) (*App, error) {
 	if opts.Load == nil {
 		opts.Load = policy.Load
 	}
-	a := &App{opts: opts, log: opts.Logger, locks: rotate.NewLocks(), flights: inventory.NewFlights(), met: NewMetrics(), audit: &auditKeys{}}
+	a := &App{opts: opts, log: opts.Logger, locks: rotate.NewLocks(), flights: inventory.NewFlights(), met: NewMetrics(), audit: &auditKeys{},
+		provHTTP: providerTransport()}
 	a.halt, a.haltRuns = context.WithCancel(context.Background())
 	db, err := a.openState(cfg)
 	if err != nil {
@@ -168,7 +172,7 @@ func New(ctx context.Context, cfg *policy.Config, opts Options) (*App, error) {
 // build makes the config-scoped parts: provider clients, the engine and a
 // scheduler that is not started. It changes nothing in a.
 func (a *App) build(cfg *policy.Config) (*runtime, error) {
-	provs, err := buildProviders(cfg, a.opts.Version, a.log, nil)
+	provs, err := buildProviders(cfg, a.opts.Version, a.log, &http.Client{Transport: a.provHTTP})
 	if err != nil {
 		return nil, err
 	}
@@ -314,6 +318,7 @@ func (a *App) Stop(ctx context.Context) error {
 
 // Close releases the long-lived clients.
 func (a *App) Close() error {
+	a.provHTTP.CloseIdleConnections()
 	if a.vault != nil {
 		a.vault.Close()
 	}

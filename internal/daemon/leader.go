@@ -301,9 +301,7 @@ func (a *App) engineProviders(cfg *policy.Config, provs map[string]cloud.Provide
 	if a.lead == nil {
 		return provs, nil
 	}
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.MaxIdleConnsPerHost = 64
-	fenced, err := buildProviders(cfg, a.opts.Version, a.log, &http.Client{Transport: fencedTransport{base: tr, el: a.lead.el}})
+	fenced, err := buildProviders(cfg, a.opts.Version, a.log, &http.Client{Transport: fencedTransport{base: a.provHTTP, el: a.lead.el}})
 	if err != nil {
 		return nil, err
 	}

@@ -12,9 +12,28 @@ import (
 	"github.com/rotatord/rotatord/policy"
 )
 
-// buildProviders makes one client per configured provider account. A
-// non-nil client replaces the default HTTP client (the leader's fenced
-// one).
+// maxConnsPerHost bounds the connections to one provider API host, shared
+// by every account on it: enough for the engine's requests in flight (8
+// per account by default) and the inventory's, few enough that a run over
+// hundreds of accounts reuses connections instead of opening one per
+// account.
+const maxConnsPerHost = 64
+
+// providerTransport is the connection pool of every provider client in
+// the process. Accounts on one API host (several Sesterce accounts, say)
+// differ only in their API key header, so they share its connections;
+// the App keeps one for its lifetime, across reloads.
+func providerTransport() *http.Transport {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxConnsPerHost = maxConnsPerHost
+	tr.MaxIdleConnsPerHost = maxConnsPerHost
+	tr.MaxIdleConns = 0 // no bound across hosts: each host is bounded above
+	return tr
+}
+
+// buildProviders makes one client per configured provider account, all
+// sending through client (the App's shared pool, or the leader's fenced
+// wrapper of it).
 func buildProviders(cfg *policy.Config, version string, log *slog.Logger, client *http.Client) (map[string]cloud.Provider, error) {
 	out := make(map[string]cloud.Provider, len(cfg.Providers))
 	for _, p := range cfg.Providers {
