@@ -312,7 +312,6 @@ func (e *Engine) Run(ctx context.Context, p policy.Policy, opts Options) (res Re
 			res.Hosts = e.convergeHosts(ctx, p, hostsModeFor(opts, res))
 		}()
 	}
-	log := e.log.With("policy", p.Name, "provider", p.Provider)
 
 	prov, err := e.provider(p)
 	if err != nil {
@@ -371,7 +370,6 @@ func (e *Engine) Run(ctx context.Context, p policy.Policy, opts Options) (res Re
 		return res, err
 	}
 	if d.Rotate {
-		log.Info("rotating", "reason", d.Reason, "trigger", opts.Trigger)
 		r, err := e.rotate(ctx, p, prov, d, opts)
 		if r != nil {
 			res.fill(r)

@@ -509,7 +509,7 @@ func TestEngine_PromoteOverAConcurrentVaultWrite(t *testing.T) {
 	if err != nil || prev["note"] != "manual" {
 		t.Fatalf("the manual write is not the previous version: %v %v", prev, err)
 	}
-	if !strings.Contains(h.logs.String(), "vault path changed during the rotation") {
+	if !strings.Contains(h.logs.String(), "vault path was written since rotatord last wrote it") {
 		t.Error("no warning about the overwritten manual write")
 	}
 }

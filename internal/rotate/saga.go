@@ -40,18 +40,14 @@ func (e *Engine) rotate(ctx context.Context, p policy.Policy, prov cloud.Provide
 		Step: state.StepPlanned, Reason: d.Reason, Trigger: opts.Trigger, Emergency: opts.Emergency,
 		KeyName: uniqueName(p, now, d), StartedAt: now, UpdatedAt: now,
 	}
+	// The check-and-set guard of the promotion is the version of
+	// <vault_path> that rotatord itself last wrote (0: none). A write by
+	// anyone else since, before this rotation or during it, fails the
+	// check and is kept as the previous version (promoteOverChange).
+	// Taking the guard from state spares a read of Vault per rotation.
 	if d.Current != nil {
 		r.OldKeyID, r.OldFingerprint = d.Current.KeyID, d.Current.Fingerprint
-	}
-	// The version of <vault_path> seen now is the CAS guard of the promotion.
-	_, ver, err := e.cfg.Keys.Get(ctx, p.VaultPath)
-	switch {
-	case err == nil:
-		r.VaultVersion = ver
-	case isNotExist(err):
-		r.VaultVersion = 0
-	default:
-		return nil, fmt.Errorf("read %s: %w", p.VaultPath, err)
+		r.VaultVersion = d.Current.VaultVersion
 	}
 
 	var priv secret.Secret
@@ -65,7 +61,8 @@ func (e *Engine) rotate(ctx context.Context, p policy.Policy, prov cloud.Provide
 	if err := e.step(p, r, state.StepPlanned, nil); err != nil {
 		return nil, err
 	}
-	e.log.Info("rotation planned", "policy", p.Name, "rotation_id", r.ID, "key_name", r.KeyName, "fingerprint", r.Fingerprint)
+	e.log.Info("rotation planned", "policy", p.Name, "provider", p.Provider, "reason", d.Reason, "trigger", opts.Trigger,
+		"rotation_id", r.ID, "key_name", r.KeyName, "fingerprint", r.Fingerprint)
 	return r, e.advance(ctx, p, prov, r, priv)
 }
 
@@ -463,16 +460,17 @@ func (e *Engine) promote(ctx context.Context, p policy.Policy, r *state.Rotation
 }
 
 // promoteOverChange handles a failed check-and-set write of <vault_path>:
-// someone wrote it since the rotation began. The key being promoted is
-// already the one the provider hands out, so Vault must hold it; the other
-// write stays readable as the previous version. Any other failure (Vault
-// sealed, unreachable) is returned as is.
+// its current version is not the one rotatord last wrote (someone wrote it
+// by hand, or it holds a key rotatord no longer has a record of). The key
+// being promoted is already the one the provider hands out, so Vault must
+// hold it; the other write stays readable as the previous version. Any
+// other failure (Vault sealed, unreachable) is returned as is.
 func (e *Engine) promoteOverChange(ctx context.Context, p policy.Policy, r *state.Rotation, data map[string]string, putErr error) (int, error) {
 	_, cur, err := e.cfg.Keys.Get(ctx, p.VaultPath)
 	if err != nil && !isNotExist(err) || cur == r.VaultVersion {
 		return 0, fmt.Errorf("write %s (check-and-set on version %d): %w", p.VaultPath, r.VaultVersion, putErr)
 	}
-	e.log.Warn("vault path changed during the rotation; writing over it (the other write stays readable as the previous version)",
+	e.log.Warn("vault path was written since rotatord last wrote it; writing over it (the other write stays readable as the previous version)",
 		"policy", p.Name, "rotation_id", r.ID, "path", p.VaultPath, "expected_version", r.VaultVersion, "found_version", cur)
 	v, err := e.cfg.Keys.Put(ctx, p.VaultPath, data, cur)
 	if err != nil {

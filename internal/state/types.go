@@ -74,8 +74,9 @@ type Rotation struct {
 	OldKeyID       string `json:"old_key_id,omitzero"`
 	OldFingerprint string `json:"old_fingerprint,omitzero"`
 
-	// VaultVersion is the version of <vault_path> seen at plan time, used
-	// for the check-and-set write when the key is promoted.
+	// VaultVersion is the check-and-set guard of the promotion: the
+	// version of <vault_path> rotatord last wrote, as of plan time (0:
+	// none); once promoted, the version that holds the new key.
 	VaultVersion int `json:"vault_version,omitzero"`
 
 	StartedAt  time.Time `json:"started_at,omitzero"`
