@@ -132,6 +132,7 @@ func (e *Engine) advance(ctx context.Context, p policy.Policy, prov cloud.Provid
 			return err
 		}
 		var err error
+		verb := stepVerb(r.Step)
 		switch r.Step {
 		case state.StepPlanned:
 			if p.Key.Generate == policy.GenerateProvider {
@@ -142,10 +143,19 @@ func (e *Engine) advance(ctx context.Context, p policy.Policy, prov cloud.Provid
 		case state.StepPendingStored:
 			err = e.upload(ctx, p, prov, r, !priv.Empty())
 		case state.StepUploaded:
-			err = e.activate(ctx, p, prov, r)
+			if activates(p, prov) {
+				err = e.activate(ctx, p, prov, r)
+			} else {
+				// Active once uploaded: no side effect comes between, so
+				// the step is journaled with the next one. A crash before
+				// then resumes here, at uploaded.
+				verb = stepVerb(state.StepActivated)
+				err = e.promote(ctx, p, r, priv)
+			}
 		case state.StepActivated:
 			err = e.promote(ctx, p, r, priv)
 		case state.StepPromoted:
+			// Journals of earlier versions; promote now finishes at once.
 			err = e.finish(p, r)
 		case state.StepDone, state.StepFailed:
 			return nil
@@ -153,7 +163,7 @@ func (e *Engine) advance(ctx context.Context, p policy.Policy, prov cloud.Provid
 			return fmt.Errorf("rotation %s: unknown step %q", r.ID, r.Step)
 		}
 		if err != nil {
-			return fmt.Errorf("rotation %s (%s): %w", r.ID, stepVerb(r.Step), err)
+			return fmt.Errorf("rotation %s (%s): %w", r.ID, verb, err)
 		}
 	}
 }
@@ -387,36 +397,43 @@ func (e *Engine) createRemote(ctx context.Context, p policy.Policy, prov cloud.P
 	return created.PrivateKey, e.recordUploaded(p, r, created.Key)
 }
 
-// activate (step 5): make the key the account default where the provider
-// has one, then list again and check that exactly the new key is default.
+// activates reports whether a key of p has a step 5 on its provider: a
+// default to set.
+func activates(p policy.Policy, prov cloud.Provider) bool {
+	return prov.Capabilities().DefaultKey && p.MakeDefault
+}
+
+// activate (step 5): make the key the account default, then list again and
+// check that exactly the new key is default.
 func (e *Engine) activate(ctx context.Context, p policy.Policy, prov cloud.Provider, r *state.Rotation) error {
-	if prov.Capabilities().DefaultKey && p.MakeDefault {
-		e.cfg.Hook("before:activate")
-		if err := prov.SetDefault(ctx, p.ProjectID, r.KeyID); err != nil {
-			return fmt.Errorf("make key %s default: %w", r.KeyID, err)
+	e.cfg.Hook("before:activate")
+	if err := prov.SetDefault(ctx, p.ProjectID, r.KeyID); err != nil {
+		return fmt.Errorf("make key %s default: %w", r.KeyID, err)
+	}
+	e.cfg.Hook("after:activate")
+	keys, err := prov.List(ctx, p.ProjectID)
+	if err != nil {
+		return fmt.Errorf("verify default: %w", err)
+	}
+	var defaults []string
+	for _, k := range keys {
+		if k.Default {
+			defaults = append(defaults, k.ID)
 		}
-		e.cfg.Hook("after:activate")
-		keys, err := prov.List(ctx, p.ProjectID)
-		if err != nil {
-			return fmt.Errorf("verify default: %w", err)
-		}
-		var defaults []string
-		for _, k := range keys {
-			if k.Default {
-				defaults = append(defaults, k.ID)
-			}
-		}
-		if len(defaults) != 1 || defaults[0] != r.KeyID {
-			return fmt.Errorf("verify default: provider reports default keys %v, want exactly %s: %w", defaults, r.KeyID, cloud.ErrTransient)
-		}
+	}
+	if len(defaults) != 1 || defaults[0] != r.KeyID {
+		return fmt.Errorf("verify default: provider reports default keys %v, want exactly %s: %w", defaults, r.KeyID, cloud.ErrTransient)
 	}
 	return e.step(p, r, state.StepActivated, nil)
 }
 
 // promote (step 6): the key becomes the current version of <vault_path>
-// (check-and-set on the version seen when the rotation began), then the
-// pending copy is removed. priv is set on a fresh rotation, which cannot
-// have promoted already; a resumed one checks Vault first.
+// (check-and-set on the version rotatord last wrote), then the pending
+// copy is removed. priv is set on a fresh rotation, which cannot have
+// promoted already; a resumed one checks Vault first. No side effect
+// follows before step 7, so the promotion is journaled with it (finish):
+// a crash in between resumes at the step before and finds the key
+// promoted.
 func (e *Engine) promote(ctx context.Context, p policy.Policy, r *state.Rotation, priv secret.Secret) error {
 	var cur map[string]string
 	var ver int
@@ -456,7 +473,7 @@ func (e *Engine) promote(ctx context.Context, p policy.Policy, r *state.Rotation
 	if err := e.cfg.Keys.Delete(ctx, PendingPath(p.VaultPath)); err != nil {
 		return fmt.Errorf("delete %s: %w", PendingPath(p.VaultPath), err)
 	}
-	return e.step(p, r, state.StepPromoted, nil)
+	return e.finish(p, r)
 }
 
 // promoteOverChange handles a failed check-and-set write of <vault_path>:

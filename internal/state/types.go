@@ -19,9 +19,13 @@ const (
 	StepPendingStored Step = "pending_stored"
 	// StepUploaded: the key exists on the provider and its KeyID is known.
 	StepUploaded Step = "uploaded"
-	// StepActivated: the key is the default (Sesterce) or active (Gcore).
+	// StepActivated: the key is the account default (Sesterce with
+	// make_default). A key active once uploaded (Gcore) is never journaled
+	// at this step: the next commit is done.
 	StepActivated Step = "activated"
-	// StepPromoted: the key is written to <vault_path> and pending is deleted.
+	// StepPromoted: the key is written to <vault_path> and pending is
+	// deleted. Only journals of earlier versions hold it: the promotion
+	// now commits together with done, no side effect coming between.
 	StepPromoted Step = "promoted"
 	// StepDone: the old key is scheduled for retirement; the rotation is over.
 	StepDone Step = "done"
