@@ -3,9 +3,11 @@ package vault_test
 import (
 	"context"
 	"errors"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -68,5 +70,47 @@ func TestPut_BadAnswer(t *testing.T) {
 				t.Errorf("Put: the error quotes the answer: %q", err)
 			}
 		})
+	}
+}
+
+// TestPut_KeepsItsConnection: a write's answer is read to the end while
+// its request is still alive, so the connection goes back to the pool.
+// Through Logical().WriteRaw, whose context is cancelled before the body
+// is read, every write dialled anew.
+func TestPut_KeepsItsConnection(t *testing.T) {
+	var dials atomic.Int32
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case r.URL.Path == "/v1/auth/token/lookup-self":
+			_, _ = w.Write([]byte(`{"data": {"renewable": false, "ttl": 0, "policies": ["root"]}}`))
+		case r.Method == http.MethodPut && r.URL.Path == "/v1/secret/data/ssh/x":
+			// As Vault answers: the JSON, then a newline.
+			_, _ = w.Write([]byte(`{"request_id": "1", "data": {"created_time": "2026-12-02T00:00:00Z", "version": 7, "destroyed": false}}` + "\n"))
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	srv.Config.ConnState = func(_ net.Conn, st http.ConnState) {
+		if st == http.StateNew {
+			dials.Add(1)
+		}
+	}
+	srv.Start()
+	defer srv.Close()
+	s, err := vault.New(context.Background(), vault.Config{Address: srv.URL, Mount: "secret",
+		Auth: vault.Auth{Token: secret.Secret("s.token-for-the-test")}, Timeout: 5 * time.Second, MaxRetries: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	const writes = 20
+	for range writes {
+		v, err := s.Put(context.Background(), "ssh/x", map[string]string{"k": "v"}, vault.NoCAS)
+		if err != nil || v != 7 {
+			t.Fatalf("Put = %d, %v; want version 7", v, err)
+		}
+	}
+	if n := dials.Load(); n > 2 {
+		t.Errorf("%d sequential writes opened %d connections, want them to reuse one", writes, n)
 	}
 }
