@@ -25,6 +25,10 @@ const (
 	AuthAppRole = "approle"
 )
 
+// MaxConcurrency is the most requests in flight a provider account may be
+// given (its concurrency setting).
+const MaxConcurrency = 256
+
 // maxSocketPath is the longest path a Unix socket address can hold on
 // Linux (sun_path is 108 bytes with its terminating NUL).
 const maxSocketPath = 107
@@ -455,8 +459,8 @@ func (p *parser) providers(top fields) []Provider {
 			pr.Timeout = t.v
 		}
 		if c := p.integer(f, w, "concurrency"); c.set {
-			if c.v < 1 || c.v > 256 {
-				p.gotf(c.line, w, "concurrency", c.raw, "must be from 1 to 256 requests in flight")
+			if c.v < 1 || c.v > MaxConcurrency {
+				p.gotf(c.line, w, "concurrency", c.raw, "must be from 1 to %d requests in flight", MaxConcurrency)
 			}
 			pr.Concurrency = int(c.v)
 		}

@@ -13,11 +13,10 @@ import (
 )
 
 // maxConnsPerHost bounds the connections to one provider API host, shared
-// by every account on it: enough for the engine's requests in flight (8
-// per account by default) and the inventory's, few enough that a run over
-// hundreds of accounts reuses connections instead of opening one per
-// account.
-const maxConnsPerHost = 64
+// by every account on it: as many as one account may have requests in
+// flight, few enough that a run over hundreds of accounts on one host
+// reuses connections instead of opening one per account.
+const maxConnsPerHost = policy.MaxConcurrency
 
 // providerTransport is the connection pool of every provider client in
 // the process. Accounts on one API host (several Sesterce accounts, say)
