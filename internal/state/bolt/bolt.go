@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -53,6 +54,8 @@ type Options struct {
 type Backend struct {
 	db   *bolt.DB
 	path string
+	// writers counts the Update calls in progress.
+	writers atomic.Int32
 }
 
 var _ state.Backend = (*Backend)(nil)
@@ -90,6 +93,7 @@ func Open(path string, opts Options) (*Backend, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open state file %s: %w", path, err)
 	}
+	db.MaxBatchDelay = batchDelay
 	b := &Backend{db: db, path: path}
 	if !opts.ReadOnly {
 		// The mode given to bbolt only applies when it creates the file; an
@@ -140,15 +144,26 @@ func (b *Backend) View(fn func(state.KV) error) error {
 	return b.db.View(func(t *bolt.Tx) error { return fn(kv{t}) })
 }
 
-// Update runs fn in a read-write transaction that may be shared with other
-// concurrent Update calls (bbolt's DB.Batch), so that many rotations
-// running at once pay for one fsync instead of one each, at the cost of a
-// wait of up to 10ms for the batch to fill. If any fn of a batch fails, the
-// batch is rolled back and the others retried, and the failing fn is then
-// called again on its own.
+// batchDelay is how long a commit waits for others to share it, when
+// others are writing too (bbolt's MaxBatchDelay; its default is 10ms).
+// With hundreds of rotations in flight, each batch costs two fsyncs and a
+// write of the pages it touched whatever its size, and every rotation
+// step already waits tens of milliseconds or more on the network.
+const batchDelay = 25 * time.Millisecond
+
+// Update runs fn in a read-write transaction. A lone writer commits at
+// once. While others write too, the transaction is shared with theirs
+// (bbolt's DB.Batch, waiting up to batchDelay for the batch to fill), so
+// that many rotations running at once pay for one fsync instead of one
+// each. If any fn of a batch fails, the batch is rolled back and the
+// others retried, and the failing fn is then called again on its own.
 func (b *Backend) Update(fn func(state.KV) error) error {
 	if b.db.IsReadOnly() {
 		return fmt.Errorf("update state file %s: %w", b.path, state.ErrReadOnly)
+	}
+	defer b.writers.Add(-1)
+	if b.writers.Add(1) == 1 {
+		return b.db.Update(func(t *bolt.Tx) error { return fn(kv{t}) })
 	}
 	return b.db.Batch(func(t *bolt.Tx) error { return fn(kv{t}) })
 }
