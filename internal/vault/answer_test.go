@@ -35,24 +35,10 @@ func TestPut_BadAnswer(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				switch {
-				case r.URL.Path == "/v1/auth/token/lookup-self":
-					_, _ = w.Write([]byte(`{"data": {"renewable": false, "ttl": 0, "policies": ["root"]}}`))
-				case r.Method == http.MethodPut && r.URL.Path == "/v1/secret/data/ssh/x":
-					w.WriteHeader(tc.status)
-					_, _ = w.Write([]byte(tc.body))
-				default:
-					http.NotFound(w, r)
-				}
-			}))
-			defer srv.Close()
-			s, err := vault.New(context.Background(), vault.Config{Address: srv.URL, Mount: "secret",
-				Auth: vault.Auth{Token: secret.Secret("s.token-for-the-test")}, Timeout: 5 * time.Second, MaxRetries: -1})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer s.Close()
+			s, _ := standIn(t, func(w http.ResponseWriter) {
+				w.WriteHeader(tc.status)
+				_, _ = w.Write([]byte(tc.body))
+			})
 			v, err := s.Put(context.Background(), "ssh/x", map[string]string{"private_key": echo}, vault.NoCAS)
 			if err == nil {
 				t.Fatalf("Put = version %d, nil; want an error", v)
@@ -78,14 +64,34 @@ func TestPut_BadAnswer(t *testing.T) {
 // Through Logical().WriteRaw, whose context is cancelled before the body
 // is read, every write dialled anew.
 func TestPut_KeepsItsConnection(t *testing.T) {
+	s, dials := standIn(t, func(w http.ResponseWriter) {
+		// As Vault answers: the JSON, then a newline.
+		_, _ = w.Write([]byte(`{"request_id": "1", "data": {"created_time": "2026-12-02T00:00:00Z", "version": 7, "destroyed": false}}` + "\n"))
+	})
+	const writes = 20
+	for range writes {
+		v, err := s.Put(context.Background(), "ssh/x", map[string]string{"k": "v"}, vault.NoCAS)
+		if err != nil || v != 7 {
+			t.Fatalf("Put = %d, %v; want version 7", v, err)
+		}
+	}
+	if n := dials(); n > 2 {
+		t.Errorf("%d sequential writes opened %d connections, want them to reuse one", writes, n)
+	}
+}
+
+// standIn is a Store on an httptest stand-in for Vault that accepts the
+// token and answers each write of secret/ssh/x with answer; it returns the
+// number of connections the stand-in accepted so far.
+func standIn(t *testing.T, answer func(w http.ResponseWriter)) (*vault.Store, func() int) {
+	t.Helper()
 	var dials atomic.Int32
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch {
 		case r.URL.Path == "/v1/auth/token/lookup-self":
 			_, _ = w.Write([]byte(`{"data": {"renewable": false, "ttl": 0, "policies": ["root"]}}`))
 		case r.Method == http.MethodPut && r.URL.Path == "/v1/secret/data/ssh/x":
-			// As Vault answers: the JSON, then a newline.
-			_, _ = w.Write([]byte(`{"request_id": "1", "data": {"created_time": "2026-12-02T00:00:00Z", "version": 7, "destroyed": false}}` + "\n"))
+			answer(w)
 		default:
 			http.NotFound(w, r)
 		}
@@ -96,21 +102,12 @@ func TestPut_KeepsItsConnection(t *testing.T) {
 		}
 	}
 	srv.Start()
-	defer srv.Close()
+	t.Cleanup(srv.Close)
 	s, err := vault.New(context.Background(), vault.Config{Address: srv.URL, Mount: "secret",
 		Auth: vault.Auth{Token: secret.Secret("s.token-for-the-test")}, Timeout: 5 * time.Second, MaxRetries: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
-	const writes = 20
-	for range writes {
-		v, err := s.Put(context.Background(), "ssh/x", map[string]string{"k": "v"}, vault.NoCAS)
-		if err != nil || v != 7 {
-			t.Fatalf("Put = %d, %v; want version 7", v, err)
-		}
-	}
-	if n := dials.Load(); n > 2 {
-		t.Errorf("%d sequential writes opened %d connections, want them to reuse one", writes, n)
-	}
+	t.Cleanup(s.Close)
+	return s, func() int { return int(dials.Load()) }
 }
