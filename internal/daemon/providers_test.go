@@ -3,22 +3,16 @@ package daemon_test
 import (
 	"context"
 	"fmt"
-	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
 
 	"github.com/rotatord/rotatord/internal/cloud/cloudtest"
-	"github.com/rotatord/rotatord/internal/daemon"
 	"github.com/rotatord/rotatord/internal/secret"
-	"github.com/rotatord/rotatord/internal/vault/vaulttest"
-	"github.com/rotatord/rotatord/policy"
 )
 
 // TestProviders_AccountsOnOneHostShareConnections: provider accounts on
@@ -27,18 +21,14 @@ import (
 // with a pool per account they opened ten.
 func TestProviders_AccountsOnOneHostShareConnections(t *testing.T) {
 	const accounts = 10
-	dir, err := os.MkdirTemp("", "rd-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	e := newEnv(t)
 	var keys []secret.Secret
 	for i := range accounts {
 		key := fmt.Sprintf("pool-test-sesterce-%02d", i)
 		keys = append(keys, secret.Secret(key))
 		t.Setenv(fmt.Sprintf("DAEMON_POOL_KEY_%02d", i), key)
 	}
-	t.Setenv("DAEMON_TEST_VAULT_TOKEN", "unused: the test hands the app its key store")
+	// The accounts' own fake, on a server that counts its connections.
 	fake := cloudtest.New(cloudtest.Options{SesterceAPIKey: keys[0], SesterceAPIKeys: keys[1:]})
 	defer fake.Close()
 	var dials atomic.Int32
@@ -52,23 +42,14 @@ func TestProviders_AccountsOnOneHostShareConnections(t *testing.T) {
 	defer srv.Close()
 
 	var b strings.Builder
-	fmt.Fprintf(&b, "state: {path: %s}\ncontrol: {socket: %s}\n", filepath.Join(dir, "state.db"), filepath.Join(dir, "ctl.sock"))
+	fmt.Fprintf(&b, "state: {path: %s}\ncontrol: {socket: %s}\n", filepath.Join(e.dir, "state.db"), filepath.Join(e.dir, "ctl.sock"))
 	b.WriteString("vault: {address: \"http://127.0.0.1:1\", auth: {token_env: DAEMON_TEST_VAULT_TOKEN}}\nproviders:\n")
 	var policies strings.Builder
 	for i := range accounts {
 		fmt.Fprintf(&b, "  - {name: s%02d, type: sesterce, base_url: %q, api_key_env: DAEMON_POOL_KEY_%02d, inventory: false}\n", i, srv.URL, i)
 		fmt.Fprintf(&policies, "  - {name: p%02d, provider: s%02d, make_default: true, vault_path: ssh/pool/p%02d}\n", i, i, i)
 	}
-	cfg, err := policy.Parse(strings.NewReader(b.String()+"policies:\n"+policies.String()), filepath.Join(dir, "policies.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	app, err := daemon.New(context.Background(), cfg, daemon.Options{
-		Version: "test", Logger: slog.New(slog.NewJSONHandler(io.Discard, nil)), Keys: vaulttest.NewMemory(), NoSlack: true,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	app := e.newApp(e.parse(b.String()+"policies:\n"+policies.String()), nil)
 	defer app.Close()
 
 	for i := range accounts {

@@ -486,31 +486,47 @@ func TestEngine_OverdueAlertsOnceAndOnlyWhenNotRotated(t *testing.T) {
 	}
 }
 
-func TestEngine_PromoteOverAConcurrentVaultWrite(t *testing.T) {
-	h := newHarness(t)
-	p := sestercePolicy()
-	h.mustRun(p, rotate.Options{})
-	// Someone writes <vault_path> by hand while the next rotation uploads.
-	h.hook = func(point string) {
-		if point == "after:upload" {
-			h.hook = nil
-			if _, err := h.store.Put(context.Background(), p.VaultPath, map[string]string{"note": "manual"}, -1); err != nil {
-				t.Error(err)
+// TestEngine_PromoteOverAVaultWrite: the promotion's check-and-set guard
+// is the version rotatord last wrote, so a hand write of <vault_path>
+// between two rotations is caught as surely as one during a rotation.
+// Either way Vault ends holding the key the provider hands out, with the
+// hand write as the previous version, and a warning says so.
+func TestEngine_PromoteOverAVaultWrite(t *testing.T) {
+	for _, when := range []string{"during the rotation", "before the rotation"} {
+		t.Run(when, func(t *testing.T) {
+			h := newHarness(t)
+			p := sestercePolicy()
+			h.mustRun(p, rotate.Options{})
+			manual := func() {
+				if _, err := h.store.Put(context.Background(), p.VaultPath, map[string]string{"note": "manual"}, -1); err != nil {
+					t.Error(err)
+				}
 			}
-		}
-	}
-	res := h.mustRun(p, rotate.Options{Force: true})
-	if !res.Rotated {
-		t.Fatal("not rotated")
-	}
-	_, v, _ := h.vaultKey(p.VaultPath)
-	h.assertConverged(p) // Vault holds the key the provider hands out
-	prev, err := h.store.GetVersion(context.Background(), p.VaultPath, v-1)
-	if err != nil || prev["note"] != "manual" {
-		t.Fatalf("the manual write is not the previous version: %v %v", prev, err)
-	}
-	if !strings.Contains(h.logs.String(), "vault path was written since rotatord last wrote it") {
-		t.Error("no warning about the overwritten manual write")
+			if when == "before the rotation" {
+				manual()
+			} else {
+				// Someone writes <vault_path> by hand while the next rotation uploads.
+				h.hook = func(point string) {
+					if point == "after:upload" {
+						h.hook = nil
+						manual()
+					}
+				}
+			}
+			res := h.mustRun(p, rotate.Options{Force: true})
+			if !res.Rotated {
+				t.Fatal("not rotated")
+			}
+			_, v, _ := h.vaultKey(p.VaultPath)
+			h.assertConverged(p) // Vault holds the key the provider hands out
+			prev, err := h.store.GetVersion(context.Background(), p.VaultPath, v-1)
+			if err != nil || prev["note"] != "manual" {
+				t.Fatalf("the manual write is not the previous version: %v %v", prev, err)
+			}
+			if !strings.Contains(h.logs.String(), "vault path was written since rotatord last wrote it") {
+				t.Error("no warning about the overwritten manual write")
+			}
+		})
 	}
 }
 

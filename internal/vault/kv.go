@@ -22,10 +22,11 @@ const NoCAS = -1
 // the current version is n. A failed condition returns an error wrapping
 // ErrCASMismatch.
 //
-// The request goes through vault/api (auth, namespace, TLS, retries); only
-// its answer, three fields of version metadata, is decoded here: the
+// The request goes through vault/api (auth, namespace, TLS, retries); its
+// answer is decoded here, for the one field needed, the version: the
 // library's generic decoding (a Secret of interface values, then
-// mapstructure) was half of rotatord's CPU per write (make bench-rotations).
+// mapstructure) was half of the client's CPU per write (make
+// bench-rotations).
 func (s *Store) Put(ctx context.Context, path string, data map[string]string, cas int) (int, error) {
 	full, err := s.fullPath("write", path)
 	if err != nil {
