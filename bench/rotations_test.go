@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"sort"
 	"strconv"
@@ -99,6 +100,18 @@ func BenchmarkRotations(b *testing.B) {
 	ratio := wall.Seconds() / bound.Seconds()
 	perRot := func(d time.Duration) time.Duration { return (d / time.Duration(n)).Round(time.Microsecond) }
 
+	// The floor: the same requests and key generation by a bare program,
+	// against the same fakecloud and Vault.
+	floorCmd := exec.Command(filepath.Join(binDir, "floor"), "-cloud", fake.URL, "-vault", vaultSrv.Addr,
+		"-prefix", s.prefix+"/floor", "-n", strconv.Itoa(n), "-project", strconv.Itoa(project))
+	floorCmd.Env = s.env()
+	if out, err := floorCmd.CombinedOutput(); err != nil {
+		b.Fatalf("floor: %v\n%s", err, tail(string(out), 2000))
+	}
+	floorUsage, _ := floorCmd.ProcessState.SysUsage().(*syscall.Rusage)
+	floorCPU := cpu(floorUsage)
+	overFloor := rotatordCPU.Seconds() / floorCPU.Seconds()
+
 	// The same work by hand.
 	for _, tool := range []string{"ssh-keygen", "curl", "jq"} {
 		if _, err := exec.LookPath(tool); err != nil {
@@ -127,6 +140,8 @@ func BenchmarkRotations(b *testing.B) {
 	b.ReportMetric(cpuBound.Seconds(), "cpu-bound-s")
 	b.ReportMetric(ratio, "wall/bound")
 	b.ReportMetric(float64(rotatordCPU.Microseconds())/1000/float64(n), "cpu-ms/rotation")
+	b.ReportMetric(float64(floorCPU.Microseconds())/1000/float64(n), "floor-cpu-ms/rotation")
+	b.ReportMetric(overFloor, "cpu/floor")
 	b.ReportMetric(speedup, "x-faster-than-script")
 	fmt.Fprintf(os.Stderr, `
 rotatord rotate -all, %d policies: %d Sesterce (one account each, make_default), %d Gcore (one project); fakecloud adds %v per call:
@@ -138,6 +153,8 @@ rotatord rotate -all, %d policies: %d Sesterce (one account each, make_default),
   latency bound              %v: %d round trips x %v on the busiest account's critical path
                              (a Sesterce account: %d; the Gcore project: 1 listing + max(calls per policy, %d calls / %d in flight) = %d)
   CPU                        rotatord %v (%v per rotation), Vault %v (%v), fakecloud %v (%v): %v in all
+  rotatord CPU / floor       %.2f: rotatord %v per rotation, the floor %v (bench/floor: the same requests and
+                             key generation by a bare net/http program: no journal, log, audit, retry or check)
   rotatord peak RSS          %.1f MiB
   CPU bound                  %v in all / %d cores = %v
   wall / bound               %.2f (against the %s bound, the larger)
@@ -158,6 +175,7 @@ hand-written script (ssh-keygen + vault CLI + curl, the same calls), %d policies
 		sesterceSteps, gcoreCalls, concurrency, gcoreSteps,
 		rotatordCPU.Round(time.Millisecond), perRot(rotatordCPU), vaultCPU.Round(time.Millisecond), perRot(vaultCPU),
 		fakeCPU.Round(time.Millisecond), perRot(fakeCPU), totalCPU.Round(time.Millisecond),
+		overFloor, perRot(rotatordCPU), perRot(floorCPU),
 		maxRSSMiB(usage),
 		totalCPU.Round(time.Millisecond), runtime.NumCPU(), cpuBound.Round(time.Millisecond),
 		ratio, limit,
