@@ -26,7 +26,9 @@ const latency = 20 * time.Millisecond
 // fake's request counts), two lower bounds and the ratio of the wall time
 // to the larger: the latency bound, the round trips on the busiest
 // account's critical path, and the CPU bound, the CPU time rotatord, Vault
-// and fakecloud spent divided by the cores. It then does M rotations
+// and fakecloud spent divided by the cores. It runs the CPU floor next
+// (floor/main.go: the same requests and key generation by a bare program)
+// and prints rotatord's CPU as a ratio to the floor's. It then does M rotations
 // (default 100, ROTATORD_BENCH_SCRIPT_N) the way people do them by hand —
 // a shell loop over ssh-keygen, the vault CLI and curl — against the same
 // fakecloud and Vault, and prints the speed ratio per rotation.
