@@ -55,12 +55,6 @@ func TestMain(m *testing.M) {
 				return m.Run()
 			}
 		}
-		// The CPU floor of BenchmarkRotations: the same requests by a bare
-		// program (floor/main.go).
-		if out, err := exec.Command("go", "build", "-o", filepath.Join(dir, "floor"), "./floor").CombinedOutput(); err != nil {
-			setupErr = fmt.Errorf("build floor: %v\n%s", err, out)
-			return m.Run()
-		}
 		if vaultSrv, err = vaulttest.StartMain(); err != nil {
 			setupErr = err
 			return m.Run()

@@ -104,6 +104,9 @@ func BenchmarkRotations(b *testing.B) {
 
 	// The floor: the same requests and key generation by a bare program,
 	// against the same fakecloud and Vault.
+	if out, err := exec.Command("go", "build", "-o", filepath.Join(binDir, "floor"), "./floor").CombinedOutput(); err != nil {
+		b.Fatalf("build the floor: %v\n%s", err, out)
+	}
 	floorCmd := exec.Command(filepath.Join(binDir, "floor"), "-cloud", fake.URL, "-vault", vaultSrv.Addr,
 		"-prefix", s.prefix+"/floor", "-n", strconv.Itoa(n), "-project", strconv.Itoa(project))
 	floorCmd.Env = s.env()
