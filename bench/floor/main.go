@@ -8,8 +8,9 @@
 // with the same bodies, at the same concurrency (one policy at a time per
 // Sesterce account, 8 in flight on the Gcore project).
 //
-// It uses only net/http, encoding/json and x/crypto/ssh, on one shared
-// transport. It keeps no journal, writes no log, audits nothing, retries
+// It uses only net/http and encoding/json, on one shared transport, and
+// rotatord's own key generation (internal/keygen), so that both make the
+// same keys. It keeps no journal, writes no log, audits nothing, retries
 // nothing and checks only status codes: what it spends is what the
 // requests and the key generation cost on this machine, below which no
 // client of the same libraries goes. The benchmark divides rotatord's CPU
@@ -23,10 +24,7 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
@@ -37,7 +35,8 @@ import (
 	"sync"
 	"time"
 
-	"golang.org/x/crypto/ssh"
+	"github.com/rotatord/rotatord/internal/keygen"
+	"github.com/rotatord/rotatord/policy"
 )
 
 func main() {
@@ -86,31 +85,23 @@ type floor struct {
 // rotate does policy i's requests; sesterceKey is its account's API key,
 // empty for a Gcore policy.
 func (f *floor) rotate(i int, sesterceKey string) error {
-	pub, priv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		return err
-	}
-	sshPub, err := ssh.NewPublicKey(pub)
-	if err != nil {
-		return err
-	}
-	block, err := ssh.MarshalPrivateKey(priv, "")
+	pol := fmt.Sprintf("f%04d", i)
+	key, err := keygen.Generate(keygen.Spec{Type: policy.KeyEd25519}, keygen.Comment(pol))
 	if err != nil {
 		return err
 	}
 	now := time.Now().UTC()
-	policy := fmt.Sprintf("f%04d", i)
-	name := policy + "-" + now.Format("20060102T150405")
+	name := pol + "-" + now.Format(policy.KeyNameLayout)
 	data := map[string]string{
-		"private_key": string(pem.EncodeToMemory(block)),
-		"public_key":  string(bytes.TrimSpace(ssh.MarshalAuthorizedKey(sshPub))),
-		"fingerprint": ssh.FingerprintSHA256(sshPub),
+		"private_key": key.PrivateKey.Reveal(),
+		"public_key":  key.PublicKey,
+		"fingerprint": key.SHA256,
 		"key_name":    name,
-		"policy":      policy,
+		"policy":      pol,
 		"rotation_id": "r-" + name,
 		"created_at":  now.Format(time.RFC3339),
 	}
-	path := f.prefix + "/" + policy
+	path := f.prefix + "/" + pol
 	if err := f.vaultWrite(path+"/pending", data, -1); err != nil {
 		return err
 	}
